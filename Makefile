@@ -1,0 +1,37 @@
+# Two commands for readers: `make lab` (set up, open the notebooks) and `make test` (set up, run
+# every test and every notebook on a tiny offline model). The rest are helpers.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg --nbval-cell-timeout 900
+
+.PHONY: setup lab test tiny run-all lint readme clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks
+
+test: setup
+	$(PY) -m pytest tests notebooks $(NBVAL)
+
+tiny: setup
+	$(PY) -m molmo_nb_utils.tiny downloaded_data/tiny-molmo2
+
+run-all: setup
+	$(PY) scripts/run_all.py
+
+lint: setup
+	$(VENV)/bin/ruff check molmo_nb_utils tests scripts notebooks
+
+readme: setup
+	$(PY) scripts/make_readme_table.py
+
+clean:
+	rm -rf downloaded_data/outputs downloaded_data/bench downloaded_data/tiny-molmo2

@@ -1,0 +1,355 @@
+"""Load Molmo2 with transformers' native support and ask it questions.
+
+transformers 5 ships ``Molmo2ForConditionalGeneration`` and ``Molmo2Processor``, so no
+``trust_remote_code`` is needed. The model id comes from one place, the environment variable
+``MOLMO_MODEL_ID`` (default ``allenai/Molmo2-4B``): CI points it at a tiny random model and the
+very same notebooks run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from molmo_nb_utils.paths import REPO_ROOT
+
+DEFAULT_MODEL_ID = "allenai/Molmo2-4B"
+HUB_HOST = "huggingface.co"
+
+# What Molmo2 was trained with: 2 frames per second for QA and pointing, up to 384 frames.
+# Tracking works best with more frames per second (the model card uses 8).
+DEFAULT_FPS = 2.0
+DEFAULT_MAX_FRAMES = 384
+TRACKING_FPS = 8.0
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded; the message says what to do."""
+
+
+class OutOfMemoryAdvice(RuntimeError):
+    """The GPU ran out of memory during generation; the message says what to try next."""
+
+
+def model_id() -> str:
+    """The model the notebooks use: ``$MOLMO_MODEL_ID`` or ``allenai/Molmo2-4B``."""
+    return os.environ.get("MOLMO_MODEL_ID", "").strip() or DEFAULT_MODEL_ID
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What we run on and the dtype we picked for it."""
+
+    device: str
+    dtype_name: str
+    gpu_name: str | None
+    gpu_memory_gb: float | None
+    bf16: bool
+
+
+def detect_hardware() -> Hardware:
+    """bf16 on GPUs that support it, fp16 on those that don't (Colab's T4), fp32 on CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        bf16 = torch.cuda.is_bf16_supported()
+        return Hardware(
+            "cuda", "bfloat16" if bf16 else "float16", props.name, props.total_memory / 1024**3, bf16
+        )
+    return Hardware("cpu", "float32", None, None, False)
+
+
+def hardware_report() -> str:
+    """A few lines for the top of a notebook: versions, GPU, dtype and what is practical."""
+    import torch
+    import transformers
+
+    hw = detect_hardware()
+    lines = [
+        f"Python {sys.version.split()[0]}, torch {torch.__version__}, transformers {transformers.__version__}",
+        f"Model: {model_id()}",
+    ]
+    if hw.device == "cuda":
+        lines.append(f"GPU: {hw.gpu_name}, {hw.gpu_memory_gb:.1f} GiB; dtype: {hw.dtype_name}")
+        if not hw.bf16:
+            lines.append("This GPU has no bfloat16, so the model runs in float16.")
+    else:
+        lines.append("No GPU found: running on the CPU in float32.")
+        if Path(model_id()).is_dir():
+            lines.append(
+                "The model is a local folder (the tiny test model?): every cell will run, answers are noise."
+            )
+        else:
+            lines.append(
+                "Molmo2-4B on a CPU takes minutes per answer and ~18 GB of RAM: images are slow but possible, "
+                "videos are not practical. Use a GPU runtime, or try the tiny model (see README)."
+            )
+    return "\n".join(lines)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick check, so that an offline machine gets a clear message instead of minutes of retries."""
+    try:
+        socket.create_connection((HUB_HOST, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _resolve(name: str) -> tuple[str, bool]:
+    """Return (what to pass to from_pretrained, local_files_only), or raise ModelLoadError."""
+    path = Path(name).expanduser()
+    if not path.is_dir() and not path.is_absolute() and (REPO_ROOT / path).is_dir():
+        path = REPO_ROOT / path  # notebooks run in notebooks/, paths in the README are from the repo root
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"The folder {path} has no config.json, so it is not a saved model. Point MOLMO_MODEL_ID at the "
+                "folder that holds config.json, or build the tiny test model: python -m molmo_nb_utils.tiny"
+            )
+        return str(path), True
+    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") != 1 or "\\" in name
+    if looks_like_path:
+        raise ModelLoadError(
+            f"{name!r} is neither a model folder on this machine nor a Hub model id like 'allenai/Molmo2-4B'. "
+            "Check the path, or set MOLMO_MODEL_ID to a Hub id or to a folder with config.json."
+        )
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+    if offline or not _hub_reachable():
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return name, True
+        raise ModelLoadError(
+            f"Cannot load {name!r}: the Hugging Face Hub is not reachable from this machine "
+            f"({'HF_HUB_OFFLINE is set' if offline else 'no network'}) and the model is not in the local cache. "
+            "Connect to the internet and run again, or download it elsewhere and set MOLMO_MODEL_ID to its folder. "
+            "To try the notebooks offline, build the tiny random model: "
+            "python -m molmo_nb_utils.tiny downloaded_data/tiny-molmo2 and set "
+            "MOLMO_MODEL_ID=downloaded_data/tiny-molmo2."
+        )
+    return name, False
+
+
+def _quantization_config(quantization: str, dtype):
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ModelLoadError(
+            f"{quantization} loading needs a CUDA GPU (bitsandbytes), and none was found. "
+            "Load without quantization on this machine, or switch to a GPU runtime."
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ModelLoadError(
+            f"{quantization} loading needs bitsandbytes: pip install bitsandbytes, then restart the kernel."
+        ) from None
+    from transformers import BitsAndBytesConfig
+
+    # The vision tower is small and sensitive to quantization: keep it (and the lm head) in 16-bit.
+    skip = ["vision_backbone", "model.vision_backbone", "vision_tower", "adapter", "lm_head"]
+    if quantization == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_use_double_quant=True,
+            llm_int8_skip_modules=skip,
+        )
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+
+
+def load_model(
+    name: str | os.PathLike | None = None,
+    *,
+    dtype: str | None = None,
+    quantization: str | None = None,
+    device: str | None = None,
+):
+    """Load ``(model, processor)`` for a Hub id or a local folder (default: ``model_id()``).
+
+    The dtype follows the hardware unless given ("bfloat16", "float16", "float32"); the released
+    checkpoints are stored in float32, so leaving it to "auto" would double the memory.
+    ``quantization`` is None, "8bit" or "4bit" (bitsandbytes, CUDA only).
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    name = str(name) if name is not None else model_id()
+    source, local_only = _resolve(name)
+    hw = detect_hardware()
+    dtype = dtype or hw.dtype_name
+    if dtype not in ("bfloat16", "float16", "float32"):
+        raise ValueError(f"dtype must be 'bfloat16', 'float16' or 'float32', got {dtype!r}")
+    if quantization not in (None, "8bit", "4bit"):
+        raise ValueError(f"quantization must be None, '8bit' or '4bit', got {quantization!r}")
+    torch_dtype = getattr(torch, dtype)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": local_only}
+    if quantization:
+        kwargs["quantization_config"] = _quantization_config(quantization, torch_dtype)
+        kwargs["device_map"] = "auto"
+    elif (device or hw.device) != "cpu":
+        kwargs["device_map"] = device or hw.device
+    try:
+        processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
+        model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelLoadError(
+            f"Could not load {name!r}: {str(err).splitlines()[0]} "
+            "Check the model id or folder; Molmo2 needs transformers>=5.0 (pip install -U transformers)."
+        ) from None
+    return model.eval(), processor
+
+
+# ---------------------------------------------------------------------------------------------
+# Asking questions
+
+
+def _load_visuals(messages: list[dict], fps: float | None, max_frames: int | None):
+    """Collect images (as RGB PIL) and videos (frames + metadata) in the order they appear."""
+    from molmo_utils import fetch_video
+
+    from molmo_nb_utils.media import load_image
+
+    images, videos = [], []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            continue
+        for item in content:
+            kind = item.get("type")
+            if kind == "image":
+                src = item.get("image", item.get("path", item.get("url")))
+                if isinstance(src, str) and src.startswith("file://"):
+                    src = src[len("file://") :]
+                images.append(load_image(src))
+            elif kind == "video":
+                src = str(item.get("video", item.get("path", item.get("url"))))
+                if not Path(src).is_file() and not src.startswith(("http://", "https://")):
+                    raise FileNotFoundError(f"Video not found: {src}")
+                ele = {
+                    "video": src,
+                    "max_fps": item.get("fps", fps or DEFAULT_FPS),
+                    "num_frames": item.get("max_frames", max_frames or DEFAULT_MAX_FRAMES),
+                }
+                try:
+                    frames, meta = fetch_video(ele)
+                except Exception as err:  # decord / PyAV errors are long and cryptic
+                    raise ValueError(f"Could not read the video {src}: {err}") from None
+                videos.append((frames, meta))
+    return images, videos
+
+
+def _text_only(messages: list[dict]) -> list[dict]:
+    """The messages with media replaced by bare placeholders, for the chat template."""
+    out = []
+    for message in messages:
+        content = message["content"]
+        if not isinstance(content, str):
+            content = [{"type": c["type"]} if c.get("type") in ("image", "video") else c for c in content]
+        out.append({"role": message["role"], "content": content})
+    return out
+
+
+def prepare_inputs(
+    processor,
+    messages: list[dict],
+    *,
+    fps: float | None = None,
+    max_frames: int | None = None,
+    max_crops: int | None = None,
+):
+    """Turn chat messages into model inputs: the real prompt tokens, pixels and video timestamps.
+
+    Videos are decoded with ``molmo_utils`` (AllenAI's helper) and passed with their metadata,
+    so the timestamps the model sees are the real times of the sampled frames. ``fps`` and
+    ``max_frames`` trade detail for memory; ``max_crops`` does the same for images.
+    """
+    images, videos = _load_visuals(messages, fps, max_frames)
+    text = processor.apply_chat_template(_text_only(messages), tokenize=False, add_generation_prompt=True)
+    kwargs: dict[str, Any] = {"return_tensors": "pt"}
+    if images:
+        kwargs["images"] = images
+        if max_crops is not None:
+            kwargs["max_crops"] = max_crops
+    if videos:
+        kwargs["videos"] = [frames for frames, _ in videos]
+        kwargs["video_metadata"] = [meta for _, meta in videos]
+        kwargs["do_sample_frames"] = False
+    return processor(text=text, **kwargs)
+
+
+def visual_token_count(model_or_config, inputs) -> int:
+    """How many prompt positions are image/video patches: what the visual input costs."""
+    config = getattr(model_or_config, "config", model_or_config)
+    return int((inputs["input_ids"] == config.image_patch_id).sum())
+
+
+def _oom_advice(model, messages, fps, max_frames, max_crops) -> str:
+    """The next setting to try, from the settings this request actually used."""
+    from molmo_nb_utils.memory import next_setting_advice
+
+    kinds = {c.get("type") for m in messages if not isinstance(m["content"], str) for c in m["content"]}
+    if getattr(model, "is_loaded_in_4bit", False):
+        precision = "4bit"
+    elif getattr(model, "is_loaded_in_8bit", False):
+        precision = "8bit"
+    else:
+        precision = {"torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(model.dtype), "fp32")
+    advice = next_setting_advice(
+        fps=(fps or DEFAULT_FPS) if "video" in kinds else None,
+        max_frames=(max_frames or DEFAULT_MAX_FRAMES) if "video" in kinds else None,
+        max_crops=(max_crops or 8) if "image" in kinds else None,
+        precision=precision,
+    )
+    return f"The GPU ran out of memory while answering. {advice}"
+
+
+def chat(
+    model,
+    processor,
+    messages: list[dict],
+    *,
+    max_new_tokens: int = 256,
+    stream: bool = False,
+    fps: float | None = None,
+    max_frames: int | None = None,
+    max_crops: int | None = None,
+    **generate_kwargs,
+) -> str:
+    """Ask Molmo2 about the images/videos in ``messages`` and return the answer text.
+
+    ``messages`` look like the official examples:
+    ``[{"role": "user", "content": [{"type": "image", "image": "input/coins.jpg"},
+    {"type": "text", "text": "How many coins are there?"}]}]``. With ``stream=True`` the answer is
+    printed as it is written. Greedy decoding by default, so answers are reproducible.
+    """
+    import torch
+    from transformers import TextStreamer
+
+    inputs = prepare_inputs(processor, messages, fps=fps, max_frames=max_frames, max_crops=max_crops)
+    inputs = inputs.to(model.device)
+    for key in ("pixel_values", "pixel_values_videos"):
+        if key in inputs:
+            inputs[key] = inputs[key].to(model.dtype)
+    generate_kwargs.setdefault("do_sample", False)
+    if stream:
+        generate_kwargs["streamer"] = TextStreamer(
+            processor.tokenizer, skip_prompt=True, skip_special_tokens=True
+        )
+    try:
+        with torch.inference_mode():
+            output = model.generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
+    except torch.OutOfMemoryError:
+        del inputs
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise OutOfMemoryAdvice(_oom_advice(model, messages, fps, max_frames, max_crops)) from None
+    new_tokens = output[0, inputs["input_ids"].shape[1] :]
+    return processor.decode(new_tokens, skip_special_tokens=True).strip()

@@ -1,0 +1,406 @@
+"""GPU memory planner for Molmo2: will this model, precision and video or image setting fit on my GPU?
+
+Every figure is arithmetic on the architecture in transformers' `models/molmo2/modeling_molmo2.py` (5.x), so
+it works offline, before any weights are downloaded. Sizes are GiB (2**30 bytes), the unit torch.cuda and
+Colab report. These are estimates, not measurements: keep some headroom on a tight budget.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+GIB = 2**30
+# CUDA context (~0.3-0.5 GiB outside PyTorch), cuBLAS workspaces and allocator fragmentation.
+OVERHEAD_GB = 0.75
+# Planning allowance for the chat template and a question, in tokens.
+PROMPT_TEXT_TOKENS = 100
+PRECISIONS = ("fp32", "bf16", "fp16", "8bit", "4bit")
+# Bytes per weight of a quantized LLM linear layer (bitsandbytes): LLM.int8 stores int8 (+ an fp32 scale per
+# row, negligible); NF4 with double quantization (as loading.py asks) stores 4 bits + an 8-bit absmax per
+# block of 64 weights + an fp32 scale per 256 blocks.
+QUANT_BYTES = {"8bit": 1.0, "4bit": 0.5 + 1 / 64 + 4 / (64 * 256)}
+_RANK = {"fp32": 0, "bf16": 1, "fp16": 1, "8bit": 2, "4bit": 3}  # weight memory, largest first
+# Settings to try, largest first: video sampling rate and frame cap, image crops (the released defaults lead).
+FPS_STEPS, MAX_FRAMES_STEPS, MAX_CROPS_STEPS = (2, 1, 0.5), (384, 128, 64, 32, 16, 8), (8, 6, 4, 2, 1)
+
+# The SigLIP-so400m/14 ViT at 378 px of all three models: 27 layers declared, 25 built (the adapter reads 24, 18).
+_VIT = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+            num_key_value_heads=16, head_dim=72, image_default_input_size=[378, 378], image_patch_size=14,
+            image_num_pos=729)  # fmt: skip
+
+
+def _known(text_hidden: int, layers: int, kv_heads: int, intermediate: int, vocab: int, **text: Any) -> dict:
+    adapter = dict(vit_layers=[-3, -9], hidden_size=1152, num_attention_heads=16, num_key_value_heads=16,
+                   head_dim=72, intermediate_size=intermediate, text_hidden_size=text_hidden)  # fmt: skip
+    text = dict(hidden_size=text_hidden, num_hidden_layers=layers, num_attention_heads=32, head_dim=128,
+                num_key_value_heads=kv_heads, intermediate_size=intermediate, vocab_size=vocab,
+                additional_vocab_size=128, max_position_embeddings=36864, **text)  # fmt: skip
+    return {"vit_config": _VIT, "adapter_config": adapter, "text_config": text}
+
+
+# Shapes of the released checkpoints in their hub config.json layout, so planning works offline. Sources:
+# 4B: huggingface.co/allenai/Molmo2-4B config.json (copy: github.com/albud1978/CV src/models/Molmo2-4B/); it
+#     gives 4,850,869,200 parameters, the "total_parameters" of that checkpoint's model.safetensors.index.json.
+# 8B: huggingface.co/allenai/Molmo2-8B config.json (mirror smamooler/Molmo2-8B: text hidden 4096, intermediate
+#     12288, adapter 12288 -> 4096); layers, heads, vocabulary as QWEN3_8B in allenai/molmo2 model_configs.py.
+# O-7B: its config.json was not found; derived from OLMO3_7B_INSTRUCT in allenai/molmo2 olmo/model_configs.py
+#     through convert_molmo2_to_hf.convert_config (kv heads = heads, 22016 // 2, vocab 100278, OLMo q/k norm).
+KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
+    "allenai/Molmo2-4B": _known(2560, 36, 8, 9728, 151936, rope_theta=5e6),
+    "allenai/Molmo2-8B": _known(4096, 36, 8, 12288, 151936, rope_theta=1e6),
+    "allenai/Molmo2-O-7B": _known(
+        4096, 32, 32, 11008, 100278, rope_theta=5e5, qk_norm_type="olmo", norm_after=True
+    ),
+}
+
+
+def load_config(config: Any):
+    """A Molmo2Config from a KNOWN_CONFIGS id, a folder or config.json path, a dict, or a config object."""
+    from transformers import Molmo2Config, PretrainedConfig
+
+    if isinstance(config, Molmo2Config):
+        return config
+    if isinstance(config, PretrainedConfig):
+        raise ValueError(
+            f"expected a Molmo2 config, got {type(config).__name__}: pass a Molmo2 model's config"
+        )
+    if isinstance(config, dict):
+        return Molmo2Config(**config)
+    if isinstance(config, str) and config in KNOWN_CONFIGS:
+        return Molmo2Config(**KNOWN_CONFIGS[config])
+    if isinstance(config, (str, Path)):
+        path = Path(config) / "config.json" if Path(config).is_dir() else Path(config)
+        if path.is_file():
+            return Molmo2Config(**json.loads(path.read_text()))
+    raise ValueError(
+        f"cannot read a Molmo2 config from {config!r}: give one of {sorted(KNOWN_CONFIGS)}, a folder with "
+        "config.json, a dict, or model.config"
+    )
+
+
+def count_parameters(config: Any) -> dict[str, int]:
+    """Parameters per part, by formula from the modules in modeling_molmo2.py (no model is built)."""
+    c = load_config(config)
+    t, v, a = c.text_config, c.vision_config, c.adapter_config
+    q, kv, h = t.num_attention_heads * t.head_dim, t.num_key_value_heads * t.head_dim, t.hidden_size
+    qk_norm = 2 * t.head_dim if t.qk_norm_type == "qwen3" else q + kv  # per head, or over the projection
+    # q/k/v (optional bias), o, q/k norms, gate/up/down MLP, two RMSNorms
+    layer = (
+        h * (2 * q + 2 * kv) + (q + 2 * kv) * t.attention_bias + qk_norm + 3 * h * t.intermediate_size + 2 * h
+    )
+    vq, vkv, d = v.num_attention_heads * v.head_dim, v.num_key_value_heads * v.head_dim, v.hidden_size
+    # q/k/v/o with biases, fc1/fc2 with biases, two LayerNorms
+    vit_layer = d * (2 * vq + 2 * vkv) + (vq + 2 * vkv + d) * v.attention_bias
+    vit_layer += 2 * d * v.intermediate_size + v.intermediate_size + d + 4 * d
+    aq, akv = a.num_attention_heads * a.head_dim, a.num_key_value_heads * a.head_dim
+    pool_in = a.hidden_size * len(a.vision_feature_layer)  # the ViT layers the adapter reads, concatenated
+    pool = pool_in * (aq + 2 * akv) + aq * a.hidden_size + (aq + 2 * akv + a.hidden_size) * a.attention_bias
+    proj = 2 * a.intermediate_size * (a.hidden_size + a.mlp_bias) + a.intermediate_size * a.text_hidden_size
+    parts = {
+        "text_embeddings": (t.vocab_size + t.additional_vocab_size) * h,
+        "llm_layers": t.num_hidden_layers * layer + h,  # + the final norm
+        "lm_head": h * t.vocab_size,  # the additional vocabulary is input-only
+        "vision_tower": (v.num_position_embeddings + v.patch_size**2 * v.num_channels + 1) * d
+        + v.num_hidden_layers * vit_layer,
+        "adapter": pool + proj,
+    }
+    return {**parts, "total": sum(parts.values())}
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """GPU memory of one generate() call. Three phases never overlap: the vision encoder, the prefill (the LLM
+    reads the prompt) and the end of decoding; the peak is weights + overhead + the largest of them."""
+
+    weights_gb: float
+    kv_cache_gb: float  # at the end: prompt + new tokens
+    vision_gb: float  # vision encoder working set (0 without media)
+    prefill_gb: float  # LLM working set while reading the prompt, its KV cache not included
+    overhead_gb: float
+    total_gb: float
+    peak_phase: str
+    precision: str
+    prompt_tokens: int
+    new_tokens: int
+    num_crops: int
+    num_frames: int
+    batch_size: int
+    attn_implementation: str
+
+    @property
+    def activations_gb(self) -> float:
+        return max(self.vision_gb, self.prefill_gb)
+
+    def table(self) -> str:
+        media = f"{self.num_frames} frames" if self.num_frames else f"{self.num_crops} crops"
+        rows = [
+            ("weights", self.weights_gb, self.precision),
+            ("KV cache", self.kv_cache_gb, f"{self.prompt_tokens:,} prompt + {self.new_tokens:,} new tokens"),
+            ("vision encoder", self.vision_gb, f"working set for {media}"),
+            ("prefill", self.prefill_gb, f"working set, batch {self.batch_size}, {self.attn_implementation}"),
+            ("overhead", self.overhead_gb, "CUDA context, allocator"),
+            ("peak total", self.total_gb, f"reached during {self.peak_phase}"),
+        ]
+        return "\n".join(f"{name:<15}{gb:7.2f} GiB  {note}" for name, gb, note in rows)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _check(precision: str, **counts: float) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    for name, value in counts.items():
+        if value < 0 or (name == "batch_size" and value < 1):
+            raise ValueError(f"{name} must be {'>= 1' if name == 'batch_size' else '>= 0'}, got {value}")
+
+
+def estimate_memory(
+    config: Any,
+    *,
+    precision: str = "bf16",
+    prompt_tokens: int,
+    new_tokens: int = 256,
+    num_crops: int = 0,
+    num_frames: int = 0,
+    batch_size: int = 1,
+    attn_implementation: str = "sdpa",
+) -> MemoryEstimate:
+    """Peak GPU memory of model.generate(**inputs) for `prompt_tokens` input ids per sequence (from
+    count_prompt_tokens) with `num_crops` image crops (all images, global crops included) or `num_frames`."""
+    counts = dict(
+        prompt_tokens=prompt_tokens, new_tokens=new_tokens, num_crops=num_crops, num_frames=num_frames
+    )
+    _check(precision, batch_size=batch_size, **counts)
+    if num_crops and num_frames:
+        raise ValueError("Molmo2 takes images or one video per prompt, not both: set num_crops or num_frames")
+    if attn_implementation not in ("sdpa", "eager"):
+        raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', got {attn_implementation!r}")
+    c = load_config(config)
+    t, v = c.text_config, c.vision_config
+    params = count_parameters(c)["total"]
+    a = 4 if precision == "fp32" else 2  # bytes per activation / KV value; 8-bit and 4-bit compute in 16-bit
+    weights = params * a
+    if (
+        precision in QUANT_BYTES
+    ):  # only the decoder's linear layers; ViT, adapter, embeddings, lm_head stay 16-bit
+        quantized = t.num_hidden_layers * t.hidden_size * (2 * t.num_attention_heads * t.head_dim)
+        quantized += t.num_hidden_layers * t.hidden_size * (2 * t.num_key_value_heads * t.head_dim)
+        quantized += t.num_hidden_layers * 3 * t.hidden_size * t.intermediate_size
+        weights = quantized * QUANT_BYTES[precision] + (params - quantized) * a
+    b, n_tok, h, inter = batch_size, prompt_tokens, t.hidden_size, t.intermediate_size
+    kv_per_token = (
+        2 * t.num_hidden_layers * t.num_key_value_heads * t.head_dim * a * b
+    )  # K and V, every layer
+    n, p, d = b * (num_crops + num_frames), v.num_position_embeddings, v.hidden_size  # crops, patches, width
+    # the processor's fp32 pixels stay on the GPU for the whole call, plus the 16-bit copy the ViT makes
+    inputs = n * p * v.patch_size**2 * v.num_channels * (4 if a == 4 else 4 + a)
+    vision = 0.0
+    if n:
+        vision = inputs + b * n_tok * h * a  # + the prompt embeddings, computed before the vision encoder
+        # the ViT keeps every layer's output (filter_output_hidden_states) until the adapter has read two
+        vision += (v.num_hidden_layers + 1) * n * p * d * a
+        # the largest temporary: ViT MLP (fc1 output + GELU + LayerNorm) or the adapter's gathered patches/k/v
+        vision += n * p * max(2 * v.intermediate_size + d, 8 * d) * a
+        if attn_implementation == "eager":  # scores, fp32 softmax and its cast; SDPA never stores them
+            vision += n * v.num_attention_heads * p * p * (2 * a + 4)
+    # per decoder layer, freed before the next: MLP gate activation, up projection and their product ...
+    mlp = 3 * b * n_tok * inter * a + (b * n_tok * inter * 4 if precision == "8bit" else 0)  # int8 -> int32
+    # ... or attention: q/k/v, normed and rotated copies, k/v repeated for grouped-query heads, output
+    attn = b * n_tok * 4 * (t.num_attention_heads + t.num_key_value_heads) * t.head_dim * a
+    if attn_implementation == "sdpa":
+        # image/frame tokens attend both ways, so a bool mask is built (no is_causal shortcut), and SDPA turns
+        # it into an additive mask (+ a padded copy) at every layer
+        mask, attn = b * n_tok**2, attn + 2 * b * n_tok**2 * a
+    else:  # float mask; scores in the activation dtype and the fp32 softmax
+        mask, attn = b * n_tok**2 * a, attn + b * t.num_attention_heads * n_tok**2 * (a + 4)
+    prefill = inputs + mask + max(mlp, attn)
+    prefill += (
+        b * n_tok * (4 * h + 4 * t.head_dim) * a
+    )  # embeddings, layer input, residual, norm; RoPE cos/sin
+    prefill += inter * h * a if precision in QUANT_BYTES else 0  # one dequantized weight at a time
+    prefill += (
+        b * t.vocab_size * (a + 4)
+    )  # generate computes last-token logits only (logits_to_keep=1) + fp32
+    kv_prompt, kv_full = kv_per_token * n_tok, kv_per_token * (n_tok + new_tokens)
+    phases = {"the vision encoder": vision, "prefill": kv_prompt + prefill, "decoding": kv_full + inputs}
+    peak = max(phases, key=phases.get)
+    return MemoryEstimate(
+        weights_gb=weights / GIB, kv_cache_gb=kv_full / GIB, vision_gb=vision / GIB, prefill_gb=prefill / GIB,
+        overhead_gb=OVERHEAD_GB, total_gb=(weights + phases[peak]) / GIB + OVERHEAD_GB, peak_phase=peak,
+        precision=precision, batch_size=b, attn_implementation=attn_implementation, **counts,
+    )  # fmt: skip
+
+
+def image_tokens_estimate(height: int | None = None, width: int | None = None, *, max_crops: int = 8) -> int:
+    """Prompt tokens of one image, for planning (count_prompt_tokens gives the real number). Uses the
+    processor's own tiling code; without a size, the worst case over all tilings."""
+    return _image_plan(height, width, max_crops)[0]
+
+
+def _image_plan(height: int | None, width: int | None, max_crops: int) -> tuple[int, int]:
+    """(tokens, crops) of one image with the released processor settings: 378 px crops, 14 px patches, 2x2
+    pooling, 4-patch overlap margins, column tokens after high-res rows only, start/end tokens per view."""
+    from transformers.models.molmo2.image_processing_molmo2 import compute_crop_geometry
+
+    if max_crops < 1:
+        raise ValueError(f"max_crops must be >= 1, got {max_crops}")
+    if height is None or width is None:  # a canvas of exactly h x w crops for every allowed tiling
+        tilings = [(h, w) for h in range(1, max_crops + 1) for w in range(1, max_crops // h + 1)]
+        return max(_image_plan(h * 266 + 112, w * 266 + 112, max_crops) for h, w in tilings)
+    if height < 1 or width < 1:
+        raise ValueError(f"image size must be positive, got {height}x{width}")
+    tiling_h, tiling_w, canvas_h, canvas_w = compute_crop_geometry(height, width, max_crops, [4, 4], 378, 14)
+    rows, cols = math.ceil(canvas_h // 14 / 2), math.ceil(canvas_w // 14 / 2)
+    low_res = 1 + 14 * 14 + 1  # the global crop: start, 14x14 pooled patches, end
+    return low_res + 1 + rows * (cols + 1) + 1, tiling_h * tiling_w + 1
+
+
+def video_tokens_estimate(num_frames: int, *, fps: float = 2.0) -> int:
+    """Prompt tokens of `num_frames` frames sampled `fps` apart, for planning before the video exists: per
+    frame 81 pooled patches (27x27 patches, 3x3 pooling), start and end tokens, and its timestamp text
+    (" 12.5 " is one token per digit, dot and space in Qwen's tokenizer)."""
+    if num_frames < 0 or not fps > 0:
+        raise ValueError(f"num_frames must be >= 0 and fps > 0, got {num_frames} and {fps}")
+    return sum(81 + 2 + len(f"{k / fps:.1f}") + (2 if k else 1) for k in range(num_frames))
+
+
+def count_prompt_tokens(processor: Any, messages_or_inputs: Any, **template_kwargs: Any) -> int:
+    """The real prompt length: input_ids of what the processor returned (a BatchFeature or dict), or of chat
+    messages, which go through processor.apply_chat_template (extra keyword arguments are passed on)."""
+    if isinstance(messages_or_inputs, Mapping):
+        if "input_ids" not in messages_or_inputs:
+            raise ValueError("processor output has no 'input_ids': pass what the processor returned")
+        ids = messages_or_inputs["input_ids"]
+    elif isinstance(messages_or_inputs, list):
+        if processor is None:
+            raise ValueError("a processor is needed to count the tokens of chat messages")
+        kwargs = dict(tokenize=True, add_generation_prompt=True, return_dict=True, return_tensors="pt")
+        ids = processor.apply_chat_template(messages_or_inputs, **{**kwargs, **template_kwargs})["input_ids"]
+    else:
+        kind = type(messages_or_inputs).__name__
+        raise ValueError(f"expected chat messages (a list) or processor output (a dict), got {kind}")
+    if hasattr(ids, "shape"):
+        return int(ids.shape[-1])
+    return len(ids[0]) if len(ids) and isinstance(ids[0], (list, tuple)) else len(ids)
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """The largest setting that fits. Pass fps as the video processor's max_fps and max_frames as its
+    num_frames (frames = min(max_frames, duration x fps)), max_crops as the image processor's max_crops."""
+
+    fps: float | None
+    max_frames: int | None
+    max_crops: int | None
+    precision: str
+    estimate: MemoryEstimate
+    fits: bool
+    advice: str
+
+
+def suggest_settings(
+    config: Any,
+    budget_gb: float,
+    *,
+    precision: str = "bf16",
+    duration_s: float | None = None,
+    image_count: int = 0,
+    image_size: tuple[int, int] | None = None,
+    new_tokens: int = 256,
+    candidates_fps: tuple[float, ...] = FPS_STEPS,
+    candidates_max_frames: tuple[int, ...] = MAX_FRAMES_STEPS,
+    candidates_max_crops: tuple[int, ...] = MAX_CROPS_STEPS,
+) -> Suggestion:
+    """Most frames (a video of `duration_s` seconds) or crops (`image_count` images of `image_size` (height,
+    width); worst case when None) whose estimate fits `budget_gb`; if none fits, which precision would."""
+    _check(precision, image_count=image_count, new_tokens=new_tokens)
+    if not budget_gb > 0:
+        raise ValueError(f"budget_gb must be > 0 GiB, got {budget_gb}")
+    if duration_s is not None and (not duration_s > 0 or image_count):
+        raise ValueError(
+            f"give a video duration_s > 0 or an image_count, not both; got {duration_s}, {image_count}"
+        )
+    if not (candidates_fps and candidates_max_frames and candidates_max_crops):
+        raise ValueError("candidate lists must not be empty")
+    c = load_config(config)
+    options = []  # (preference, fps, max_frames, max_crops, estimate)
+    for fps in candidates_fps if duration_s else [None]:
+        for max_frames in candidates_max_frames if duration_s else [None]:
+            for max_crops in candidates_max_crops if image_count else [None]:
+                tokens, crops, frames = PROMPT_TEXT_TOKENS, 0, 0
+                if duration_s:
+                    frames = max(1, min(max_frames, int(duration_s * fps)))
+                    tokens += video_tokens_estimate(frames, fps=frames / duration_s)
+                if image_count:
+                    one_tokens, one_crops = _image_plan(*(image_size or (None, None)), max_crops)
+                    tokens, crops = tokens + image_count * one_tokens, image_count * one_crops
+                est = estimate_memory(c, precision=precision, prompt_tokens=tokens, new_tokens=new_tokens,
+                                      num_crops=crops, num_frames=frames)  # fmt: skip
+                options.append(
+                    ((frames, fps or 0, max_frames or 0, max_crops or 0), fps, max_frames, max_crops, est)
+                )
+    options.sort(key=lambda option: option[0], reverse=True)
+    fitting = [option for option in options if option[4].total_gb <= budget_gb]
+    _, fps, max_frames, max_crops, est = (fitting or options[-1:])[0]
+    what = f"a text prompt of ~{est.prompt_tokens:,} tokens"
+    if max_frames:
+        what = f"fps={fps:g} with max_frames={max_frames} ({est.num_frames} frames, ~{est.prompt_tokens:,} tokens)"
+    elif max_crops:
+        what = f"max_crops={max_crops} ({est.num_crops} crops, ~{est.prompt_tokens:,} tokens)"
+    if fitting:
+        advice = f"{what}: about {est.total_gb:.1f} of {budget_gb:.1f} GiB, peak during {est.peak_phase}."
+        return Suggestion(fps, max_frames, max_crops, precision, est, True, "Fits: " + advice)
+    advice = f"Does not fit: even {what} needs about {est.total_gb:.1f} GiB at {precision}, over {budget_gb:.1f} GiB."
+    for smaller in [p for p in ("bf16", "8bit", "4bit") if _RANK[p] > _RANK[precision]]:
+        kwargs = dict(
+            duration_s=duration_s, image_count=image_count, image_size=image_size, new_tokens=new_tokens
+        )
+        other = suggest_settings(c, budget_gb, precision=smaller, candidates_fps=candidates_fps,
+                                 candidates_max_frames=candidates_max_frames,
+                                 candidates_max_crops=candidates_max_crops, **kwargs)  # fmt: skip
+        if other.fits:
+            return Suggestion(fps, max_frames, max_crops, precision, est, False,
+                              f"{advice} Load the model in {smaller} instead: {other.advice[6:]}")  # fmt: skip
+    advice += (
+        " No precision fits: use a GPU with more memory, a shorter clip, fewer images or a smaller Molmo2."
+    )
+    return Suggestion(fps, max_frames, max_crops, precision, est, False, advice)
+
+
+def gpu_budget_gb(*, free: bool = False) -> float | None:
+    """Total memory of the current CUDA device in GiB, what a whole estimate (CUDA context included) must fit;
+    with free=True, what is free right now. None without a GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    free_bytes, total_bytes = torch.cuda.mem_get_info()
+    return (free_bytes if free else total_bytes) / GIB
+
+
+def next_setting_advice(
+    fps: float | None, max_frames: int | None, max_crops: int | None, precision: str
+) -> str:
+    """What to try after a CUDA out-of-memory error, one step at a time: fewer frames, a lower frame rate,
+    fewer crops, then 4-bit weights. Pass None for the knobs that do not apply."""
+    _check(precision)
+    if max_frames is not None and max_frames > 8:
+        step = f"fewer frames: max_frames={max(f for f in MAX_FRAMES_STEPS if f < max_frames)}"
+    elif fps is not None and fps > 0.5:
+        step = f"a lower frame rate: fps={max(f for f in FPS_STEPS if f < fps):g}"
+    elif max_crops is not None and max_crops > 1:
+        step = f"fewer image crops: max_crops={max(n for n in MAX_CROPS_STEPS if n < max_crops)}"
+    elif precision != "4bit":
+        step = "loading the model in 4-bit (bitsandbytes NF4), about half the memory of bf16 weights"
+    else:
+        return (
+            "Out of GPU memory even at the smallest settings: restart the runtime to free memory, or use a "
+            "shorter clip, fewer images or a GPU with more memory."
+        )
+    return f"Out of GPU memory. Free it (gc.collect(); torch.cuda.empty_cache()), then try {step}."

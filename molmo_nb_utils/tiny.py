@@ -1,0 +1,226 @@
+"""A tiny, randomly initialised Molmo2 that is built offline.
+
+Why: CI and readers without a GPU (or without access to the Hugging Face Hub) can still run
+every notebook end to end through the *same* ``from_pretrained`` calls and the same processor
+as ``allenai/Molmo2-4B``. The weights are random, so the answers are noise; everything else is
+real: the image geometry (378 px crops of 14 px patches, up to 8 overlapping crops plus a
+low-resolution view, 2x2 pooling for images, 3x3 for video frames, 2 fps), the special tokens,
+the chat template and therefore the number of visual tokens a prompt costs.
+
+Build it with ``python -m molmo_nb_utils.tiny downloaded_data/tiny-molmo2`` and point
+``MOLMO_MODEL_ID`` at that folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+# Molmo2's special tokens, in the order the released checkpoints number them.
+MEDIA_TOKENS = [
+    "<im_start>",
+    "<im_end>",
+    "<im_patch>",
+    "<im_col>",
+    "<low_res_im_start>",
+    "<|image|>",
+    "<im_low>",
+    "<frame_start>",
+    "<frame_end>",
+    "<|video|>",
+]
+CHATML_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+# Equivalent to the released template: media first ("Image N" before each image when there are
+# several), then the text, in ChatML turns.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}"
+    "{%- else -%}"
+    "{%- set images = message['content'] | selectattr('type', 'equalto', 'image') | list -%}"
+    "{%- for item in images -%}"
+    "{%- if images | length > 1 -%}{{- 'Image ' + loop.index | string -}}{%- endif -%}"
+    "{{- '<|image|>' -}}"
+    "{%- endfor -%}"
+    "{%- for item in message['content'] if item['type'] == 'video' -%}{{- '<|video|>' -}}{%- endfor -%}"
+    "{%- for item in message['content'] if item['type'] == 'text' -%}{{- item['text'] -}}{%- endfor -%}"
+    "{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+# A few lines of text in the style of Molmo2's answers, so the byte-level BPE learns merges for
+# words, digits and the grounding grammar. Its content does not matter beyond that.
+_CORPUS = [
+    "The image shows a cat sitting on a chair next to a cup of coffee.",
+    "There are 24 coins on the table. Counting the coins shows a total of 24.",
+    '<points coords="1 1 308 305 2 752 377">curb ramp</points>',
+    '<points coords="1 1 555 169;2 3 649 154 4 709 162">boats</points>',
+    '<tracks coords="0.0 1 635 522;0.5 1 606 490 2 511 124">player</tracks>',
+    "In the video, a person walks to the left and then a dog runs across the road.",
+    "Image 1 and Image 2 show the same motorcycle from the left and from the right.",
+    "0123456789 0.5 1.0 1.5 2.0 2.5 3.0 ; , : user assistant system",
+    "What is happening in this video? Point to the penguins. How many birds are there?",
+]
+
+
+def _tokenizer():
+    """A byte-level BPE trained in memory, with ChatML and Molmo2's media tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512,
+        special_tokens=CHATML_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens={"image_token": "<|image|>", "video_token": "<|video|>"},
+    )
+    text_vocab = len(fast)
+    fast.add_special_tokens({"additional_special_tokens": MEDIA_TOKENS})
+    return fast, text_vocab
+
+
+def _processor(tokenizer):
+    from transformers import Molmo2ImageProcessor, Molmo2Processor, Molmo2VideoProcessor
+
+    half = [0.5, 0.5, 0.5]
+    image_processor = Molmo2ImageProcessor(
+        size={"height": 378, "width": 378},
+        max_crops=8,
+        overlap_margins=[4, 4],
+        patch_size=14,
+        pooling_size=[2, 2],
+        image_mean=half,
+        image_std=half,
+    )
+    video_processor = Molmo2VideoProcessor(
+        size={"height": 378, "width": 378},
+        patch_size=14,
+        pooling_size=[3, 3],
+        max_fps=2,
+        num_frames=384,
+        image_mean=half,
+        image_std=half,
+    )
+    return Molmo2Processor(
+        image_processor=image_processor,
+        video_processor=video_processor,
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE,
+        image_use_col_tokens=True,
+        use_single_crop_col_tokens=False,
+        use_single_crop_start_token=True,
+        video_use_col_tokens=False,
+        use_frame_special_tokens=False,
+    )
+
+
+def _config(tokenizer, text_vocab: int):
+    from transformers import Molmo2Config
+
+    ids = dict(zip(MEDIA_TOKENS, tokenizer.convert_tokens_to_ids(MEDIA_TOKENS), strict=True))
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    return Molmo2Config(
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            head_dim=16,
+            image_size=[378, 378],
+            patch_size=14,
+        ),
+        adapter_config=dict(
+            vision_feature_layer=[-1, -2],
+            hidden_size=32,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            head_dim=16,
+            intermediate_size=64,
+            text_hidden_size=32,
+        ),
+        text_config=dict(
+            hidden_size=32,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=16,
+            num_hidden_layers=2,
+            intermediate_size=64,
+            vocab_size=text_vocab,
+            additional_vocab_size=len(MEDIA_TOKENS),
+            max_position_embeddings=36864,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        ),
+        image_start_token_id=ids["<im_start>"],
+        low_res_image_start_token_id=ids["<low_res_im_start>"],
+        image_end_token_id=ids["<im_end>"],
+        image_patch_id=ids["<im_patch>"],
+        frame_start_token_id=ids["<frame_start>"],
+        frame_end_token_id=ids["<frame_end>"],
+        bos_token_id=im_end,
+        eos_token_id=im_end,
+        pad_token_id=pad,
+    )
+
+
+def build_tiny_molmo2(path: str | Path, *, seed: int = 0, overwrite: bool = False) -> Path:
+    """Build and save a tiny random Molmo2 (model, processor, tokenizer) to ``path``.
+
+    The folder loads with ``AutoModelForImageTextToText.from_pretrained`` and
+    ``AutoProcessor.from_pretrained`` like a Hub checkpoint. Written to a temporary folder and
+    renamed, so an interrupted build never leaves a half-written model. Building twice with the
+    same seed gives the same bytes.
+    """
+    import torch
+    from transformers import GenerationConfig, Molmo2ForConditionalGeneration
+
+    path = Path(path)
+    if (path / "config.json").exists() and not overwrite:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    tokenizer, text_vocab = _tokenizer()
+    processor = _processor(tokenizer)
+    config = _config(tokenizer, text_vocab)
+    torch.manual_seed(seed)
+    model = Molmo2ForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+    )
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    tmp.chmod(0o755)
+    try:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "downloaded_data/tiny-molmo2")
+    print(build_tiny_molmo2(target, overwrite="--overwrite" in sys.argv))

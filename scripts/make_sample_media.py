@@ -1,0 +1,474 @@
+"""Make the sample media in ``input/``: photos and two short videos with exact ground truth.
+
+Why a script: the notebooks must run offline, and a tracking or counting lesson needs to know
+where every object really is. Photos are re-saved from scikit-image's bundled data (public domain
+or CC0, see ``input/CREDITS.md``); videos are built from real photo cut-outs (coins) moving over a
+real photo (a café table), so each object's centre in each frame is known to the pixel.
+
+    python scripts/make_sample_media.py          # (re)write input/
+    python scripts/make_sample_media.py --check  # compare committed ground truth with what this makes
+
+Deterministic: no randomness. Idempotent: a file whose new bytes equal the old ones is left alone.
+Videos are H.264 (yuv420p, +faststart) so browsers play them; their bytes may differ between
+encoder versions, which is why ``--check`` compares the ground-truth JSON, not the video bytes.
+
+Coordinates in the ground truth are pixels with (0, 0) at the top-left corner of the frame, x to
+the right and y down; pixel column c covers [c, c + 1), so the frame spans 0..width and 0..height
+(Molmo2's 0..1000 scale is x / width * 1000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import skimage.data
+from PIL import Image, ImageFilter
+
+from molmo_nb_utils.paths import INPUT_DIR
+
+JPEG_QUALITY = 85
+WIDTH, HEIGHT = 640, 360
+# 16 fps: Molmo2's usual 2 fps and 8 fps samplings both land exactly on frames (every 8th, every
+# 2nd), and every frame time k/16 is an exact decimal (0.0625 steps) in the JSON.
+FPS = 16
+SECONDS = 4
+NUM_FRAMES = FPS * SECONDS
+# An object is listed in a frame when at least this share of its area can be seen.
+MIN_VISIBLE = 0.5
+VISIBILITY_RULE = (
+    "an object is listed in a frame when at least half of its area is visible "
+    "(inside the frame and not behind an occluder); hidden objects are left out of that frame"
+)
+COORDS_NOTE = (
+    "x, y: the object's centre in pixels, (0, 0) = top-left corner of the frame, x right, y down; "
+    "frame spans 0..width, 0..height"
+)
+
+# ---------------------------------------------------------------------------------------------
+# Photos
+
+
+# Output name -> loader of the image bundled in the scikit-image wheel (no download needed).
+PHOTOS: dict[str, Callable[[], np.ndarray]] = {
+    "astronaut.jpg": skimage.data.astronaut,
+    "cat.jpg": skimage.data.chelsea,
+    "coffee.jpg": skimage.data.coffee,
+    "coins.jpg": skimage.data.coins,
+    "hubble_deep_field.jpg": skimage.data.hubble_deep_field,
+    "rocket.jpg": skimage.data.rocket,
+}
+
+
+def photo_bytes(name: str) -> bytes:
+    """The JPEG bytes of one photo, re-saved at quality 85 to stay small."""
+    buf = io.BytesIO()
+    Image.fromarray(PHOTOS[name]()).save(buf, "JPEG", quality=JPEG_QUALITY, optimize=True)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# Cut-outs and scenery
+
+
+@dataclass(frozen=True)
+class Coin:
+    """One coin in scikit-image's ``coins`` photo: centre and radius in that photo's pixels.
+
+    Continuous coordinates, like the ground truth: (0, 0) is the photo's top-left corner.
+    """
+
+    cx: float
+    cy: float
+    r: float
+
+
+# Measured once with a Sobel + watershed segmentation of skimage.data.coins() (region centroids
+# + 0.5 to move from pixel indices to the continuous coordinates used here, and equivalent
+# radii), then fixed here so the script needs no segmentation step. Keys: row and column in the photo.
+COINS = {
+    "row1_col6": Coin(335.2, 44.0, 28.8),
+    "row3_col4": Coin(212.9, 193.6, 23.5),
+    "row3_col6": Coin(347.5, 187.2, 31.6),
+    "row4_col1": Coin(46.4, 260.3, 28.0),
+    "row4_col3": Coin(172.8, 261.7, 27.4),
+    "row2_col5": Coin(271.1, 119.3, 24.7),
+    "row1_col3": Coin(155.8, 51.3, 22.9),
+}
+
+
+def disc_alpha(diameter: int) -> np.ndarray:
+    """Anti-aliased disc coverage (0..1) of a ``diameter`` x ``diameter`` square.
+
+    Analytic, so visibility in the ground truth does not depend on image-library versions.
+    """
+    centre = diameter / 2
+    yy, xx = np.mgrid[0:diameter, 0:diameter] + 0.5
+    dist = np.hypot(xx - centre, yy - centre)
+    return np.clip(centre - dist + 0.5, 0.0, 1.0)
+
+
+def coin_cutout(coin: Coin, diameter: int) -> np.ndarray:
+    """RGBA float cut-out (0..1) of one coin, scaled so the coin is ``diameter`` pixels wide."""
+    photo = Image.fromarray(skimage.data.coins())
+    box = (coin.cx - coin.r, coin.cy - coin.r, coin.cx + coin.r, coin.cy + coin.r)
+    grey = np.asarray(photo.resize((diameter, diameter), Image.Resampling.LANCZOS, box=box), np.float64)
+    rgb = np.repeat(grey[..., None] / 255.0, 3, axis=2)
+    return np.dstack([rgb, disc_alpha(diameter)])
+
+
+def table_background() -> np.ndarray:
+    """The café-table photo (skimage ``coffee``) softened and cropped to 640x360, RGB float 0..1."""
+    photo = Image.fromarray(skimage.data.coffee())  # 600x400
+    scaled_h = round(photo.height * WIDTH / photo.width)  # 427
+    photo = photo.resize((WIDTH, scaled_h), Image.Resampling.LANCZOS)
+    top = (scaled_h - HEIGHT) // 2
+    photo = photo.crop((0, top, WIDTH, top + HEIGHT)).filter(ImageFilter.GaussianBlur(2))
+    return np.asarray(photo, np.float64) / 255.0
+
+
+@dataclass(frozen=True)
+class Occluder:
+    """A rectangle of scenery drawn in front of the moving objects."""
+
+    label: str
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+
+PILLAR = Occluder("brick pillar", 270, 175, 370, HEIGHT)
+
+
+def pillar_pixels(occ: Occluder) -> np.ndarray:
+    """RGB float pixels of a brick post, cut from skimage's CC0 ``brick`` texture, tinted brick-red."""
+    brick = skimage.data.brick()[: occ.y1 - occ.y0, : occ.x1 - occ.x0].astype(np.float64) / 255.0
+    return np.clip(brick[..., None] * np.array([1.25, 0.72, 0.58]), 0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Videos
+
+
+@dataclass(frozen=True)
+class Mover:
+    """One object in a video: which coin, how big, when it is drawn and where its centre goes."""
+
+    id: int
+    coin: str
+    diameter: int
+    start: float  # seconds; drawn while start <= t < end
+    end: float
+    path: Callable[[float], tuple[float, float]]  # t (seconds) -> wanted centre (x, y) in pixels
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    """Everything that decides a video's pixels and its ground truth."""
+
+    name: str
+    movers: tuple[Mover, ...]
+    occluders: tuple[Occluder, ...] = ()
+    description: str = ""
+
+
+def _path_top(t: float) -> tuple[float, float]:
+    return 80 + 120 * t, 100 - 30 * math.sin(math.pi * t / 2)
+
+
+def _path_bottom(t: float) -> tuple[float, float]:
+    return 560 - 125 * t, 270 + 20 * math.sin(math.pi * t / 2)
+
+
+def _path_enter(t: float) -> tuple[float, float]:
+    return 680 - 100 * (t - 2), 200 + 10 * (t - 2)
+
+
+def _fixed(x: float, y: float) -> Callable[[float], tuple[float, float]]:
+    return lambda t: (x, y)
+
+
+VIDEOS: dict[str, VideoSpec] = {
+    "moving_objects.mp4": VideoSpec(
+        "moving_objects.mp4",
+        movers=(
+            Mover(1, "row1_col6", 72, 0.0, SECONDS, _path_top),
+            Mover(2, "row3_col6", 68, 0.0, SECONDS, _path_bottom),
+            Mover(3, "row3_col4", 60, 2.0, SECONDS, _path_enter),
+        ),
+        occluders=(PILLAR,),
+        description=(
+            "Three coins on a café table. Coin 1 crosses the top left to right; coin 2 moves right to "
+            "left and passes behind a brick pillar; coin 3 enters from the right edge after 2 s."
+        ),
+    ),
+    "counting.mp4": VideoSpec(
+        "counting.mp4",
+        movers=tuple(
+            Mover(i + 1, coin, 64, 0.5 * (i + 1), SECONDS, _fixed(x, y))
+            for i, (coin, x, y) in enumerate(
+                [
+                    ("row4_col3", 90, 80),
+                    ("row2_col5", 530, 300),
+                    ("row4_col1", 560, 90),
+                    ("row1_col3", 100, 290),
+                    ("row3_col4", 470, 190),
+                ]
+            )
+        ),
+        description="Coins are put on a café table one at a time, every 0.5 s from 0.5 s on; 5 in the end.",
+    ),
+}
+
+
+def _place(value: float, diameter: int) -> int:
+    """Top-left pixel of a cut-out whose centre should be at ``value`` (half rounds up)."""
+    return math.floor(value - diameter / 2 + 0.5)
+
+
+def _placements(spec: VideoSpec, frame: int) -> list[tuple[Mover, int, int]]:
+    """Movers drawn in ``frame`` with their integer top-left corners (maybe partly off-frame)."""
+    t = frame / FPS
+    out = []
+    for mover in spec.movers:
+        if mover.start <= t < mover.end:
+            x, y = mover.path(t)
+            out.append((mover, _place(x, mover.diameter), _place(y, mover.diameter)))
+    return out
+
+
+def _visible_share(spec: VideoSpec, mover: Mover, left: int, top: int) -> float:
+    """Share of the disc's area that is inside the frame and not behind an occluder."""
+    alpha = disc_alpha(mover.diameter)
+    d = mover.diameter
+    rows, cols = np.arange(top, top + d)[:, None], np.arange(left, left + d)[None, :]
+    seen = (rows >= 0) & (rows < HEIGHT) & (cols >= 0) & (cols < WIDTH)
+    for occ in spec.occluders:
+        seen &= ~((rows >= occ.y0) & (rows < occ.y1) & (cols >= occ.x0) & (cols < occ.x1))
+    return float((alpha * seen).sum() / alpha.sum())
+
+
+def ground_truth(spec: VideoSpec) -> dict:
+    """The ground-truth record of one video, computed from the spec alone (no pixels rendered)."""
+    frames = []
+    seen_in: dict[int, list[int]] = {m.id: [] for m in spec.movers}
+    for i in range(NUM_FRAMES):
+        objects = []
+        for mover, left, top in _placements(spec, i):
+            if _visible_share(spec, mover, left, top) >= MIN_VISIBLE:
+                half = mover.diameter / 2
+                objects.append({"id": mover.id, "x": round(left + half, 1), "y": round(top + half, 1)})
+                seen_in[mover.id].append(i)
+        frames.append({"frame": i, "time": round(i / FPS, 4), "objects": objects})
+    return {
+        "video": spec.name,
+        "description": spec.description,
+        "fps": FPS,
+        "width": WIDTH,
+        "height": HEIGHT,
+        "num_frames": NUM_FRAMES,
+        "duration": NUM_FRAMES / FPS,
+        "coords": COORDS_NOTE,
+        "visibility": VISIBILITY_RULE,
+        "objects": [
+            {
+                "id": m.id,
+                "label": "coin",
+                "diameter": m.diameter,
+                "visible_frames": _runs(seen_in[m.id]),
+                "visible_times": [[a / FPS, b / FPS] for a, b in _runs(seen_in[m.id])],
+                "source": "coins.jpg",
+                "source_centre": [COINS[m.coin].cx, COINS[m.coin].cy],
+                "source_radius": COINS[m.coin].r,
+            }
+            for m in spec.movers
+        ],
+        "occluders": [
+            {"label": o.label, "x0": o.x0, "y0": o.y0, "x1": o.x1, "y1": o.y1} for o in spec.occluders
+        ],
+        "frames": frames,
+    }
+
+
+def _runs(frames: list[int]) -> list[list[int]]:
+    """Consecutive frame indices as inclusive [first, last] ranges: [3,4,5,9] -> [[3,5],[9,9]]."""
+    runs: list[list[int]] = []
+    for f in frames:
+        if runs and runs[-1][1] == f - 1:
+            runs[-1][1] = f
+        else:
+            runs.append([f, f])
+    return runs
+
+
+def background_frame(spec: VideoSpec) -> np.ndarray:
+    """What a frame of ``spec`` looks like with no objects: table plus occluders, RGB uint8."""
+    return _to_uint8(_scenery(spec, table_background()))
+
+
+def _scenery(spec: VideoSpec, canvas: np.ndarray) -> np.ndarray:
+    for occ in spec.occluders:
+        canvas[occ.y0 : occ.y1, occ.x0 : occ.x1] = pillar_pixels(occ)
+    return canvas
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(image * 255), 0, 255).astype(np.uint8)
+
+
+def render_frames(spec: VideoSpec) -> list[np.ndarray]:
+    """All frames of ``spec`` as RGB uint8 arrays: table, coins, then occluders in front."""
+    table = table_background()
+    cutouts = {m.id: coin_cutout(COINS[m.coin], m.diameter) for m in spec.movers}
+    frames = []
+    for i in range(NUM_FRAMES):
+        canvas = table.copy()
+        for mover, left, top in _placements(spec, i):
+            _paste(canvas, cutouts[mover.id], left, top)
+        frames.append(_to_uint8(_scenery(spec, canvas)))
+    return frames
+
+
+def _paste(canvas: np.ndarray, rgba: np.ndarray, left: int, top: int) -> None:
+    """Alpha-blend ``rgba`` onto ``canvas`` with its top-left at (left, top), clipped to the canvas."""
+    h, w = rgba.shape[:2]
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(top + h, canvas.shape[0]), min(left + w, canvas.shape[1])
+    if y0 >= y1 or x0 >= x1:
+        return
+    part = rgba[y0 - top : y1 - top, x0 - left : x1 - left]
+    alpha = part[..., 3:]
+    canvas[y0:y1, x0:x1] = alpha * part[..., :3] + (1 - alpha) * canvas[y0:y1, x0:x1]
+
+
+def encode_mp4(frames: list[np.ndarray], path: Path) -> None:
+    """Write browser-playable H.264 (yuv420p, moov atom first) with one keyframe a second."""
+    with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream(
+            "libx264", rate=Fraction(FPS), options={"crf": "23", "preset": "medium", "threads": "1"}
+        )
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.codec_context.gop_size = FPS
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing and checking
+
+
+def format_json(record: dict) -> str:
+    """Readable, short JSON: one line per header field, per object and per frame."""
+    fields = []
+    for key, value in record.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            items = ",\n    ".join(json.dumps(v, ensure_ascii=False) for v in value)
+            fields.append(f"  {json.dumps(key)}: [\n    {items}\n  ]")
+        else:
+            fields.append(f"  {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}")
+    return "{\n" + ",\n".join(fields) + "\n}\n"
+
+
+def _write_if_changed(path: Path, data: bytes) -> bool:
+    """Write ``data`` atomically (temp file + os.replace); skip when the file already holds it."""
+    if path.exists() and path.read_bytes() == data:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; media in a repo should be readable by all
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def _ground_truth_path(out_dir: Path, video: str) -> Path:
+    return out_dir / "ground_truth" / (Path(video).stem + ".json")
+
+
+def make_all(out_dir: Path = INPUT_DIR) -> list[Path]:
+    """Write every photo, video and ground-truth file; return the paths that changed."""
+    changed = []
+    for name in PHOTOS:
+        if _write_if_changed(out_dir / name, photo_bytes(name)):
+            changed.append(out_dir / name)
+    for name, spec in VIDEOS.items():
+        gt_path = _ground_truth_path(out_dir, name)
+        if _write_if_changed(gt_path, format_json(ground_truth(spec)).encode()):
+            changed.append(gt_path)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".mp4")
+        os.close(fd)
+        try:
+            encode_mp4(render_frames(spec), Path(tmp))
+            if _write_if_changed(out_dir / name, Path(tmp).read_bytes()):
+                changed.append(out_dir / name)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return changed
+
+
+def check(out_dir: Path = INPUT_DIR) -> list[str]:
+    """Problems with the committed media: missing files or ground truth that differs from the spec."""
+    problems = [
+        f"{out_dir / name} is missing; run `python scripts/make_sample_media.py`"
+        for name in [*PHOTOS, *VIDEOS]
+        if not (out_dir / name).is_file()
+    ]
+    for name, spec in VIDEOS.items():
+        gt_path = _ground_truth_path(out_dir, name)
+        if not gt_path.is_file():
+            problems.append(f"{gt_path} is missing; run `python scripts/make_sample_media.py`")
+            continue
+        try:
+            committed = json.loads(gt_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            problems.append(f"{gt_path} is not valid JSON ({err}); regenerate it with the script")
+            continue
+        if committed != ground_truth(spec):
+            problems.append(
+                f"{gt_path} differs from what scripts/make_sample_media.py generates; "
+                "regenerate it (and the video) with the script"
+            )
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--check", action="store_true", help="verify the committed ground truth; write nothing"
+    )
+    parser.add_argument("--out", type=Path, default=INPUT_DIR, help="folder to write (default: input/)")
+    args = parser.parse_args(argv)
+    if args.check:
+        problems = check(args.out)
+        for p in problems:
+            print(p, file=sys.stderr)
+        print("ok" if not problems else f"{len(problems)} problem(s)")
+        return 1 if problems else 0
+    changed = make_all(args.out)
+    for path in changed:
+        print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
+    print(f"{len(changed)} file(s) changed")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,355 @@
+"""Tests for molmo_nb_utils.drawing: pixels land where the points are, videos decode and files are atomic."""
+
+from __future__ import annotations
+
+import io
+from fractions import Fraction
+
+import av
+import matplotlib
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from molmo_nb_utils import drawing
+from molmo_nb_utils.drawing import (
+    color_for,
+    draw_points,
+    draw_points_on_images,
+    draw_tracks,
+    frame_grid,
+    plot_timeline,
+    plot_trajectories,
+    render_tracks_video,
+    show_video,
+    write_gif,
+    write_video,
+)
+from molmo_nb_utils.grounding import Point
+
+GRAY = (100, 100, 100)
+
+
+def solid(width: int, height: int, color=GRAY) -> np.ndarray:
+    return np.full((height, width, 3), color, dtype=np.uint8)
+
+
+def pixel(image, x: int, y: int) -> tuple[int, ...]:
+    return tuple(int(v) for v in np.asarray(image)[y, x])
+
+
+def centroid(image, color) -> tuple[float, float]:
+    """Mean (x, y) of the pixels exactly equal to ``color``."""
+    ys, xs = np.nonzero(np.all(np.asarray(image) == color, axis=-1))
+    assert len(xs) > 0, f"no pixel has colour {color}"
+    return float(xs.mean()), float(ys.mean())
+
+
+def make_video(path, *, width=160, height=120, fps=10, frames=20, color=(128, 128, 128)) -> None:
+    """A uniform-colour H.264 clip written with PyAV directly (not with the code under test)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for _ in range(frames):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(solid(width, height, color), format="rgb24")))
+        out.mux(stream.encode(None))
+
+
+def decode(path) -> tuple[list[np.ndarray], dict]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        facts = {
+            "codec": stream.codec_context.name,
+            "pix_fmt": stream.codec_context.pix_fmt,
+            "size": (stream.width, stream.height),
+            "fps": stream.average_rate,
+        }
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    return frames, facts
+
+
+def close_to(actual, expected, tolerance: int) -> bool:
+    return max(abs(int(a) - int(b)) for a, b in zip(actual, expected, strict=True)) < tolerance
+
+
+# --- colours ---------------------------------------------------------------------------------
+
+
+def test_color_for_is_stable_distinct_and_matches_tab10():
+    colors = [color_for(i) for i in range(1, 11)]
+    assert len(set(colors)) == 10
+    assert colors == [color_for(i) for i in range(1, 11)]
+    tab10 = matplotlib.colormaps["tab10"]
+    assert colors == [tuple(round(c * 255) for c in tab10(i)[:3]) for i in range(10)]
+
+
+# --- images ----------------------------------------------------------------------------------
+
+
+def test_draw_points_colours_each_point_below_a_header_and_keeps_the_original():
+    image = solid(64, 48)
+    before = image.copy()
+    out = draw_points(image, [Point(1, 20, 10), Point(2, 45, 30)], label="coins")
+    assert isinstance(out, Image.Image)
+    assert out.width == 64 and out.height > 48
+    header = out.height - 48
+    assert pixel(out, 20, 10 + header) == color_for(1)
+    assert pixel(out, 45, 30 + header) == color_for(2)
+    assert pixel(out, 2, 46 + header) == GRAY  # far from both points
+    header_strip = np.asarray(out)[:header]
+    assert (header_strip == 255).all(axis=-1).mean() > 0.5 and (header_strip < 100).any()  # white, with text
+    assert np.array_equal(image, before)
+
+
+def test_draw_points_leaves_a_pil_input_unchanged():
+    image = Image.new("RGB", (64, 48), GRAY)
+    draw_points(image, [Point(1, 32, 24)])
+    assert image.getpixel((32, 24)) == GRAY
+
+
+def test_draw_points_image_index_keeps_only_that_image_and_unassigned_points():
+    points = [Point(1, 10, 10, image=1), Point(2, 50, 10, image=2), Point(3, 30, 35)]
+    out = draw_points(solid(64, 48), points, image_index=2)
+    header = out.height - 48
+    assert pixel(out, 10, 10 + header) == GRAY
+    assert pixel(out, 50, 10 + header) == color_for(2)
+    assert pixel(out, 30, 35 + header) == color_for(3)
+
+
+def test_draw_points_clamps_border_points_and_skips_points_outside():
+    out = draw_points(solid(64, 48), [Point(1, 64, 48), Point(2, 200, 10)])
+    header = out.height - 48
+    assert pixel(out, 63, 47 + header) == color_for(1)
+    assert not np.all(np.asarray(out) == color_for(2), axis=-1).any()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    width=st.integers(16, 200),
+    height=st.integers(16, 200),
+    fx=st.floats(0, 1),
+    fy=st.floats(0, 1),
+    pid=st.integers(1, 40),
+)
+def test_draw_points_puts_the_id_colour_under_any_point(width, height, fx, fy, pid):
+    x, y = fx * (width - 1), fy * (height - 1)
+    out = draw_points(solid(width, height, (0, 0, 0)), [Point(pid, x, y)])
+    assert pixel(out, int(x), int(y) + out.height - height) == color_for(pid)
+
+
+def test_draw_points_on_images_scales_to_one_height_and_places_each_point():
+    big, small = solid(64, 48), solid(32, 24)  # small is scaled x2 to the common height 48
+    points = [Point(1, 20, 10, image=1), Point(2, 16, 12, image=2)]
+    out = draw_points_on_images([big, small], points, label="dogs")
+    assert 128 <= out.width <= 128 + 24
+    x1, y1 = centroid(out, color_for(1))
+    x2, y2 = centroid(out, color_for(2))
+    top = out.height - 48  # both panels are 48 px high, under their titles
+    assert abs(x1 - 20) <= 1 and abs(y1 - (top + 10)) <= 1
+    assert abs(x2 - (out.width - 64 + 32)) <= 1 and abs(y2 - (top + 24)) <= 1
+
+
+def test_draw_points_on_images_rejects_points_on_missing_images():
+    with pytest.raises(ValueError, match=r"image\(s\) \[3\] but only 2"):
+        draw_points_on_images([solid(8, 8), solid(8, 8)], [Point(1, 1, 1, image=3)])
+    with pytest.raises(ValueError, match="at least one image"):
+        draw_points_on_images([], [])
+
+
+def test_frame_grid_size_and_point_on_the_nearest_frame():
+    frames = np.stack([solid(64, 48, (20, 20, 20))] * 6)
+    times = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    out = frame_grid(frames, times, points=[Point(3, 32, 24, time=1.04)], cols=3, width=300)
+    assert out.width == 300
+    thumb_h = 48 * 96 / 64  # three thumbnails of about 96 px across 300 px
+    assert 2 * thumb_h < out.height < 2 * thumb_h + 100
+    x, y = centroid(out, color_for(3))
+    assert 200 < x < 300 and abs(x - (300 - 96 / 2)) < 4  # third column, point in its middle
+    assert y < out.height / 2  # first row
+
+
+def test_frame_grid_computes_times_from_fps_and_checks_lengths():
+    frames = [solid(32, 24)] * 3
+    out = frame_grid(frames, None, fps=2, points=[Point(1, 16, 12, time=1.0)], cols=3, width=300)
+    x, _ = centroid(out, color_for(1))
+    assert x > 200  # t = 1.0 s is the third frame at 2 fps
+    with pytest.raises(ValueError, match="3 frames but 2 timestamps"):
+        frame_grid(frames, [0.0, 1.0])
+    with pytest.raises(ValueError, match="fps > 0"):
+        frame_grid(frames, None)
+    with pytest.raises(ValueError, match="with .time"):
+        frame_grid(frames, [0, 1, 2], points=[Point(1, 1, 1, image=1)])
+
+
+# --- tracks ----------------------------------------------------------------------------------
+
+TRACKS = [
+    Point(1, 30, 30, time=0.0),
+    Point(2, 120, 90, time=0.0),
+    Point(1, 70, 70, time=1.0),  # object 2 is absent (occluded) at t = 1.0
+]
+
+
+def test_draw_tracks_draws_visible_objects_and_their_trail():
+    frame = solid(160, 120)
+    before = frame.copy()
+    out = draw_tracks(frame, TRACKS, 1.2)
+    assert isinstance(out, np.ndarray) and out.shape == frame.shape
+    assert pixel(out, 70, 70) == color_for(1)
+    assert pixel(out, 120, 90) == GRAY  # occluded at the latest sample, 1.0 s
+    assert pixel(out, 50, 50) != GRAY  # the trail from (30, 30) to (70, 70)
+    assert np.array_equal(frame, before)
+
+
+def test_draw_tracks_before_between_and_at_samples():
+    frame = solid(160, 120)
+    assert np.array_equal(draw_tracks(frame, TRACKS, -0.1), frame)  # before the first sample
+    out = draw_tracks(frame, TRACKS, 0.5)
+    assert pixel(out, 30, 30) == color_for(1) and pixel(out, 120, 90) == color_for(2)
+    assert pixel(draw_tracks(frame, TRACKS, 1.0), 70, 70) == color_for(1)
+    with pytest.raises(ValueError, match="with .time"):
+        draw_tracks(frame, [Point(1, 3, 3, image=1)], 0.0)
+    with pytest.raises(ValueError, match="trail must be"):
+        draw_tracks(frame, TRACKS, 0.0, trail=-1)
+
+
+def test_draw_tracks_accepts_a_pil_frame_and_draws_no_trail_with_trail_0():
+    out = draw_tracks(Image.new("RGB", (160, 120), GRAY), TRACKS, 1.0, trail=0)
+    assert pixel(out, 70, 70) == color_for(1)
+    assert pixel(out, 50, 50) == GRAY
+
+
+# --- videos ----------------------------------------------------------------------------------
+
+BACKGROUND = (128, 128, 128)
+VIDEO_TRACKS = [
+    Point(1, 40, 40, time=0.5),
+    Point(2, 120, 30, time=0.5),
+    Point(1, 80, 60, time=1.0),  # object 2 occluded from 1.0 s
+    Point(1, 120, 90, time=1.5),
+]
+
+
+def test_render_tracks_video_is_browser_h264_and_frame_accurate(tmp_path):
+    source = tmp_path / "in.mp4"
+    make_video(source)
+    out = render_tracks_video(source, VIDEO_TRACKS, tmp_path / "out.mp4", progress=False)
+    assert out == tmp_path / "out.mp4"
+    frames, facts = decode(out)
+    assert facts["codec"] == "h264" and facts["pix_fmt"] == "yuv420p"
+    assert facts["size"] == (160, 120) and facts["fps"] == 10
+    assert len(frames) == 20
+    assert np.abs(frames[4].astype(int) - BACKGROUND).max() < 12  # before the first sample: nothing drawn
+    assert close_to(frames[5][40, 40], color_for(1), 60)  # round(0.5 * 10)
+    assert close_to(frames[5][30, 120], color_for(2), 60)
+    assert close_to(frames[10][60, 80], color_for(1), 60)  # round(1.0 * 10)
+    assert close_to(frames[10][30, 120], BACKGROUND, 12)  # object 2 occluded
+    assert close_to(frames[19][90, 120], color_for(1), 60)  # the last sample stays until the end
+
+
+def test_render_tracks_video_max_width_scales_frames_and_points(tmp_path):
+    source = tmp_path / "in.mp4"
+    make_video(source)
+    frames, facts = decode(
+        render_tracks_video(source, VIDEO_TRACKS, tmp_path / "o.mp4", max_width=80, progress=False)
+    )
+    assert facts["size"] == (80, 60)
+    assert close_to(frames[10][30, 40], color_for(1), 60)
+
+
+def test_render_tracks_video_leaves_no_file_when_it_fails(tmp_path, monkeypatch):
+    source = tmp_path / "in.mp4"
+    make_video(source)
+    calls = []
+
+    def fail_on_third_frame(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("boom")
+
+    monkeypatch.setattr(drawing, "_draw_tracks_on", fail_on_third_frame)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    with pytest.raises(RuntimeError, match="boom"):
+        render_tracks_video(source, VIDEO_TRACKS, folder / "out.mp4", progress=False)
+    assert list(folder.iterdir()) == []
+
+
+def test_render_tracks_video_names_a_missing_or_unreadable_video(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.mp4"):
+        render_tracks_video(tmp_path / "nowhere.mp4", VIDEO_TRACKS, tmp_path / "o.mp4")
+    junk = tmp_path / "junk.mp4"
+    junk.write_text("not a video")
+    with pytest.raises(ValueError, match="cannot read video .*junk.mp4"):
+        render_tracks_video(junk, VIDEO_TRACKS, tmp_path / "o.mp4")
+    with pytest.raises(ValueError, match="trail must be"):
+        render_tracks_video(junk, VIDEO_TRACKS, tmp_path / "o.mp4", trail=-2)
+    with pytest.raises(ValueError, match="with .time"):
+        render_tracks_video(junk, [Point(1, 2, 2, image=1)], tmp_path / "o.mp4")
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_write_video_crops_odd_sizes_and_rejects_bad_frames(tmp_path):
+    colors = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
+    frames, facts = decode(write_video([solid(33, 25, c) for c in colors], tmp_path / "odd.mp4", 5))
+    assert facts["size"] == (32, 24) and len(frames) == 3
+    for frame, color in zip(frames, colors, strict=True):
+        assert close_to(frame[12, 16], color, 20)
+    with pytest.raises(ValueError, match="one size"):
+        write_video([solid(32, 24), solid(16, 12)], tmp_path / "mixed.mp4", 5)
+    with pytest.raises(ValueError, match="no frames"):
+        write_video([], tmp_path / "empty.mp4", 5)
+    with pytest.raises(ValueError, match="fps must be a positive number"):
+        write_video([solid(32, 24)], tmp_path / "zero.mp4", 0)
+    assert decode(write_video([solid(32, 24)] * 2, tmp_path / "ntsc.mp4", np.float64(30000 / 1001)))[1][
+        "fps"
+    ] == Fraction(30000, 1001)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ntsc.mp4", "odd.mp4"]
+
+
+def test_write_gif_frame_count_width_and_duration(tmp_path):
+    frames = [solid(100, 80, (20 * i, 255 - 20 * i, 90)) for i in range(12)]
+    with Image.open(write_gif(frames, tmp_path / "all.gif", 10)) as gif:
+        assert gif.n_frames == 12 and gif.width == 100 and gif.info["duration"] == 100
+    with Image.open(write_gif(frames, tmp_path / "few.gif", 10, max_width=50, max_frames=4)) as gif:
+        assert gif.n_frames == 4 and gif.size == (50, 40)
+        assert gif.info["duration"] == 300  # 1.2 s shown in 4 frames
+    with pytest.raises(ValueError, match="no frames"):
+        write_gif([], tmp_path / "none.gif", 10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.gif", "few.gif"]
+
+
+def test_show_video_embeds_mp4_and_gif(tmp_path):
+    mp4 = write_video([solid(32, 24)] * 2, tmp_path / "v.mp4", 5)
+    html = show_video(mp4)._repr_html_()
+    assert "video/mp4" in html and "base64" in html
+    gif = write_gif([solid(32, 24), solid(32, 24, (0, 0, 0))], tmp_path / "v.gif", 5)
+    assert show_video(gif).data[:6] == b"GIF89a"
+    with pytest.raises(FileNotFoundError, match="gone.mp4"):
+        show_video(tmp_path / "gone.mp4")
+    (tmp_path / "v.avi").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"\.mp4 and \.gif"):
+        show_video(tmp_path / "v.avi")
+
+
+# --- plots -----------------------------------------------------------------------------------
+
+
+def test_plot_timeline_and_trajectories_return_savable_figures():
+    from matplotlib.figure import Figure
+
+    timeline = plot_timeline(VIDEO_TRACKS, duration=2.0, label="ball")
+    assert isinstance(timeline, Figure)
+    ax = timeline.axes[0]
+    assert ax.get_xlim() == (0.0, 2.0) and ax.get_title() == "ball: 2 ids"
+    assert len(ax.collections) == 2  # one series per id
+    trajectories = plot_trajectories(solid(160, 120), VIDEO_TRACKS)
+    assert [t.get_text() for t in trajectories.axes[0].get_legend().get_texts()] == ["id 1", "id 2"]
+    for fig in (timeline, trajectories):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        assert buffer.getvalue()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="with .time"):
+        plot_timeline([Point(1, 1, 1, image=1)])
