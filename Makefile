@@ -15,7 +15,15 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-lab: setup
+# `make lab MOLMO_MODEL_ID=tiny` (or run-all) uses the tiny offline model.
+ifeq ($(MOLMO_MODEL_ID),tiny)
+TINY_DIR := $(CURDIR)/downloaded_data/tiny-molmo2
+override MOLMO_MODEL_ID := $(TINY_DIR)
+export MOLMO_MODEL_ID
+MODEL_DEPS := tiny
+endif
+
+lab: setup $(MODEL_DEPS)
 	$(VENV)/bin/jupyter lab notebooks
 
 test: setup
@@ -24,7 +32,7 @@ test: setup
 tiny: setup
 	$(PY) -m molmo_nb_utils.tiny downloaded_data/tiny-molmo2
 
-run-all: setup
+run-all: setup $(MODEL_DEPS)
 	$(PY) scripts/run_all.py
 
 lint: setup

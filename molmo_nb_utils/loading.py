@@ -152,8 +152,10 @@ def _quantization_config(quantization: str, dtype):
         ) from None
     from transformers import BitsAndBytesConfig
 
-    # The vision tower is small and sensitive to quantization: keep it (and the lm head) in 16-bit.
-    skip = ["vision_backbone", "model.vision_backbone", "vision_tower", "adapter", "lm_head"]
+    # The vision tower and the adapter are small and sensitive to quantization: keep them (and the
+    # lm head) in 16-bit. These are the native model's module names (the remote code's was
+    # "vision_backbone").
+    skip = ["vision_tower", "multi_modal_projector", "lm_head"]
     if quantization == "4bit":
         return BitsAndBytesConfig(
             load_in_4bit=True,
@@ -205,6 +207,30 @@ def load_model(
             "Check the model id or folder; Molmo2 needs transformers>=5.0 (pip install -U transformers)."
         ) from None
     return model.eval(), processor
+
+
+def load_processor(name: str | os.PathLike | None = None):
+    """Only the processor (tokenizer, image and video settings): enough to count tokens, no weights."""
+    from transformers import AutoProcessor
+
+    name = str(name) if name is not None else model_id()
+    source, local_only = _resolve(name)
+    try:
+        return AutoProcessor.from_pretrained(source, local_files_only=local_only)
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelLoadError(f"Could not load the processor of {name!r}: {str(err).splitlines()[0]}") from None
+
+
+def load_model_config(name: str | os.PathLike | None = None):
+    """Only the model's config (a few KB): what the memory planner needs, no weights."""
+    from transformers import AutoConfig
+
+    name = str(name) if name is not None else model_id()
+    source, local_only = _resolve(name)
+    try:
+        return AutoConfig.from_pretrained(source, local_files_only=local_only)
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelLoadError(f"Could not load the config of {name!r}: {str(err).splitlines()[0]}") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ _RANK = {"fp32": 0, "bf16": 1, "fp16": 1, "8bit": 2, "4bit": 3}  # weight memory
 # Settings to try, largest first: video sampling rate and frame cap, image crops (the released defaults lead).
 FPS_STEPS, MAX_FRAMES_STEPS, MAX_CROPS_STEPS = (2, 1, 0.5), (384, 128, 64, 32, 16, 8), (8, 6, 4, 2, 1)
 
-# The SigLIP-so400m/14 ViT at 378 px of all three models: 27 layers declared, 25 built (the adapter reads 24, 18).
+# The SigLIP-so400m/14 ViT at 378 px of all three models: 27 layers declared, 25 built (the adapter reads
+# layers 24 and 18).
 _VIT = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
             num_key_value_heads=16, head_dim=72, image_default_input_size=[378, 378], image_patch_size=14,
             image_num_pos=729)  # fmt: skip
@@ -44,18 +45,17 @@ def _known(text_hidden: int, layers: int, kv_heads: int, intermediate: int, voca
 
 
 # Shapes of the released checkpoints in their hub config.json layout, so planning works offline. Sources:
-# 4B: huggingface.co/allenai/Molmo2-4B config.json (copy: github.com/albud1978/CV src/models/Molmo2-4B/); it
-#     gives 4,850,869,200 parameters, the "total_parameters" of that checkpoint's model.safetensors.index.json.
+# 4B: huggingface.co/allenai/Molmo2-4B config.json (copy: github.com/albud1978/CV src/models/Molmo2-4B/);
+#     it gives 4,850,869,200 parameters, "total_parameters" in that checkpoint's model.safetensors.index.json.
 # 8B: huggingface.co/allenai/Molmo2-8B config.json (mirror smamooler/Molmo2-8B: text hidden 4096, intermediate
 #     12288, adapter 12288 -> 4096); layers, heads, vocabulary as QWEN3_8B in allenai/molmo2 model_configs.py.
 # O-7B: its config.json was not found; derived from OLMO3_7B_INSTRUCT in allenai/molmo2 olmo/model_configs.py
 #     through convert_molmo2_to_hf.convert_config (kv heads = heads, 22016 // 2, vocab 100278, OLMo q/k norm).
+_OLMO_NORMS = dict(qk_norm_type="olmo", norm_after=True)  # q/k norm over the projection, post-norm blocks
 KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
     "allenai/Molmo2-4B": _known(2560, 36, 8, 9728, 151936, rope_theta=5e6),
     "allenai/Molmo2-8B": _known(4096, 36, 8, 12288, 151936, rope_theta=1e6),
-    "allenai/Molmo2-O-7B": _known(
-        4096, 32, 32, 11008, 100278, rope_theta=5e5, qk_norm_type="olmo", norm_after=True
-    ),
+    "allenai/Molmo2-O-7B": _known(4096, 32, 32, 11008, 100278, rope_theta=5e5, **_OLMO_NORMS),
 }
 
 
@@ -66,9 +66,8 @@ def load_config(config: Any):
     if isinstance(config, Molmo2Config):
         return config
     if isinstance(config, PretrainedConfig):
-        raise ValueError(
-            f"expected a Molmo2 config, got {type(config).__name__}: pass a Molmo2 model's config"
-        )
+        kind = type(config).__name__
+        raise ValueError(f"expected a Molmo2 config, got {kind}: pass model.config of a Molmo2 model")
     if isinstance(config, dict):
         return Molmo2Config(**config)
     if isinstance(config, str) and config in KNOWN_CONFIGS:
@@ -90,9 +89,8 @@ def count_parameters(config: Any) -> dict[str, int]:
     q, kv, h = t.num_attention_heads * t.head_dim, t.num_key_value_heads * t.head_dim, t.hidden_size
     qk_norm = 2 * t.head_dim if t.qk_norm_type == "qwen3" else q + kv  # per head, or over the projection
     # q/k/v (optional bias), o, q/k norms, gate/up/down MLP, two RMSNorms
-    layer = (
-        h * (2 * q + 2 * kv) + (q + 2 * kv) * t.attention_bias + qk_norm + 3 * h * t.intermediate_size + 2 * h
-    )
+    layer = h * (2 * q + 2 * kv) + (q + 2 * kv) * t.attention_bias + qk_norm
+    layer += 3 * h * t.intermediate_size + 2 * h
     vq, vkv, d = v.num_attention_heads * v.head_dim, v.num_key_value_heads * v.head_dim, v.hidden_size
     # q/k/v/o with biases, fc1/fc2 with biases, two LayerNorms
     vit_layer = d * (2 * vq + 2 * vkv) + (vq + 2 * vkv + d) * v.attention_bias
@@ -186,17 +184,15 @@ def estimate_memory(
     params = count_parameters(c)["total"]
     a = 4 if precision == "fp32" else 2  # bytes per activation / KV value; 8-bit and 4-bit compute in 16-bit
     weights = params * a
-    if (
-        precision in QUANT_BYTES
-    ):  # only the decoder's linear layers; ViT, adapter, embeddings, lm_head stay 16-bit
+    if precision in QUANT_BYTES:
+        # only the decoder's linear layers are quantized; ViT, adapter, embeddings and lm_head stay 16-bit
         quantized = t.num_hidden_layers * t.hidden_size * (2 * t.num_attention_heads * t.head_dim)
         quantized += t.num_hidden_layers * t.hidden_size * (2 * t.num_key_value_heads * t.head_dim)
         quantized += t.num_hidden_layers * 3 * t.hidden_size * t.intermediate_size
         weights = quantized * QUANT_BYTES[precision] + (params - quantized) * a
     b, n_tok, h, inter = batch_size, prompt_tokens, t.hidden_size, t.intermediate_size
-    kv_per_token = (
-        2 * t.num_hidden_layers * t.num_key_value_heads * t.head_dim * a * b
-    )  # K and V, every layer
+    # K and V of every layer
+    kv_per_token = 2 * t.num_hidden_layers * t.num_key_value_heads * t.head_dim * a * b
     n, p, d = b * (num_crops + num_frames), v.num_position_embeddings, v.hidden_size  # crops, patches, width
     # the processor's fp32 pixels stay on the GPU for the whole call, plus the 16-bit copy the ViT makes
     inputs = n * p * v.patch_size**2 * v.num_channels * (4 if a == 4 else 4 + a)
@@ -220,13 +216,12 @@ def estimate_memory(
     else:  # float mask; scores in the activation dtype and the fp32 softmax
         mask, attn = b * n_tok**2 * a, attn + b * t.num_attention_heads * n_tok**2 * (a + 4)
     prefill = inputs + mask + max(mlp, attn)
-    prefill += (
-        b * n_tok * (4 * h + 4 * t.head_dim) * a
-    )  # embeddings, layer input, residual, norm; RoPE cos/sin
-    prefill += inter * h * a if precision in QUANT_BYTES else 0  # one dequantized weight at a time
-    prefill += (
-        b * t.vocab_size * (a + 4)
-    )  # generate computes last-token logits only (logits_to_keep=1) + fp32
+    # + embeddings, layer input, residual and its normed copy; RoPE cos/sin
+    prefill += b * n_tok * (4 * h + 4 * t.head_dim) * a
+    # + one dequantized weight at a time (bitsandbytes)
+    prefill += inter * h * a if precision in QUANT_BYTES else 0
+    # + last-token logits (generate passes logits_to_keep=1) and their fp32 copy
+    prefill += b * t.vocab_size * (a + 4)
     kv_prompt, kv_full = kv_per_token * n_tok, kv_per_token * (n_tok + new_tokens)
     phases = {"the vision encoder": vision, "prefill": kv_prompt + prefill, "decoding": kv_full + inputs}
     peak = max(phases, key=phases.get)
@@ -324,7 +319,7 @@ def suggest_settings(
         raise ValueError(f"budget_gb must be > 0 GiB, got {budget_gb}")
     if duration_s is not None and (not duration_s > 0 or image_count):
         raise ValueError(
-            f"give a video duration_s > 0 or an image_count, not both; got {duration_s}, {image_count}"
+            f"give a video duration_s > 0 or an image_count, not both: {duration_s}, {image_count}"
         )
     if not (candidates_fps and candidates_max_frames and candidates_max_crops):
         raise ValueError("candidate lists must not be empty")
@@ -342,21 +337,21 @@ def suggest_settings(
                     tokens, crops = tokens + image_count * one_tokens, image_count * one_crops
                 est = estimate_memory(c, precision=precision, prompt_tokens=tokens, new_tokens=new_tokens,
                                       num_crops=crops, num_frames=frames)  # fmt: skip
-                options.append(
-                    ((frames, fps or 0, max_frames or 0, max_crops or 0), fps, max_frames, max_crops, est)
-                )
+                preference = (frames, fps or 0, max_frames or 0, max_crops or 0)
+                options.append((preference, fps, max_frames, max_crops, est))
     options.sort(key=lambda option: option[0], reverse=True)
     fitting = [option for option in options if option[4].total_gb <= budget_gb]
     _, fps, max_frames, max_crops, est = (fitting or options[-1:])[0]
-    what = f"a text prompt of ~{est.prompt_tokens:,} tokens"
+    what = f"a text prompt ({est.prompt_tokens:,} tokens)"
     if max_frames:
-        what = f"fps={fps:g} with max_frames={max_frames} ({est.num_frames} frames, ~{est.prompt_tokens:,} tokens)"
+        what = f"fps={fps:g}, max_frames={max_frames} ({est.num_frames} frames, {est.prompt_tokens:,} tokens)"
     elif max_crops:
-        what = f"max_crops={max_crops} ({est.num_crops} crops, ~{est.prompt_tokens:,} tokens)"
+        what = f"max_crops={max_crops} ({est.num_crops} crops, {est.prompt_tokens:,} tokens)"
+    need = f"about {est.total_gb:.1f} GiB"
     if fitting:
-        advice = f"{what}: about {est.total_gb:.1f} of {budget_gb:.1f} GiB, peak during {est.peak_phase}."
-        return Suggestion(fps, max_frames, max_crops, precision, est, True, "Fits: " + advice)
-    advice = f"Does not fit: even {what} needs about {est.total_gb:.1f} GiB at {precision}, over {budget_gb:.1f} GiB."
+        advice = f"Fits: {what}: {need} of {budget_gb:.1f} GiB, peak during {est.peak_phase}."
+        return Suggestion(fps, max_frames, max_crops, precision, est, True, advice)
+    advice = f"Does not fit: even {what} needs {need} at {precision}, more than {budget_gb:.1f} GiB."
     for smaller in [p for p in ("bf16", "8bit", "4bit") if _RANK[p] > _RANK[precision]]:
         kwargs = dict(
             duration_s=duration_s, image_count=image_count, image_size=image_size, new_tokens=new_tokens
@@ -365,8 +360,8 @@ def suggest_settings(
                                  candidates_max_frames=candidates_max_frames,
                                  candidates_max_crops=candidates_max_crops, **kwargs)  # fmt: skip
         if other.fits:
-            return Suggestion(fps, max_frames, max_crops, precision, est, False,
-                              f"{advice} Load the model in {smaller} instead: {other.advice[6:]}")  # fmt: skip
+            advice += f" Load the model in {smaller} instead: {other.advice.removeprefix('Fits: ')}"
+            return Suggestion(fps, max_frames, max_crops, precision, est, False, advice)
     advice += (
         " No precision fits: use a GPU with more memory, a shorter clip, fewer images or a smaller Molmo2."
     )
@@ -404,3 +399,32 @@ def next_setting_advice(
             "shorter clip, fewer images or a GPU with more memory."
         )
     return f"Out of GPU memory. Free it (gc.collect(); torch.cuda.empty_cache()), then try {step}."
+
+
+def video_prompt_tokens(
+    processor: Any, seconds: float, *, fps: float = 2.0, max_frames: int = 384, video_fps: float = 30.0
+) -> int:
+    """Prompt tokens of a question about a ``seconds``-long video, counted by the real processor.
+
+    Frames are sampled as ``molmo_utils`` samples a real file (``fps`` up to ``max_frames``, first and
+    last frame included); they are blank, which costs the same tokens as a real video of any size.
+    """
+    import numpy as np
+    from molmo_utils.vision_process import sample_times
+
+    if not seconds > 0 or not fps > 0 or max_frames < 1:
+        raise ValueError(f"need seconds > 0, fps > 0 and max_frames >= 1, got {seconds}, {fps}, {max_frames}")
+    times = sample_times(seconds, max_frames, "uniform_last_frame", max_fps=fps)
+    frames = np.zeros((len(times), 28, 28, 3), np.uint8)
+    metadata = {
+        "fps": video_fps,
+        "total_num_frames": int(seconds * video_fps),
+        "duration": seconds,
+        "frames_indices": times * video_fps,
+    }
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What happens?"}]}]
+    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    inputs = processor(
+        text=text, videos=[frames], video_metadata=[metadata], do_sample_frames=False, return_tensors="pt"
+    )
+    return count_prompt_tokens(processor, inputs)

@@ -34,17 +34,19 @@ M4B, M8B, O7B = "allenai/Molmo2-4B", "allenai/Molmo2-8B", "allenai/Molmo2-O-7B"
 
 def _tiny_config(vit_width=32, text_width=64, vit_layers=3, **text) -> Molmo2Config:
     heads = dict(num_attention_heads=vit_width // 16, num_key_value_heads=vit_width // 16, head_dim=16)
-    text = dict(hidden_size=text_width, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                head_dim=16, intermediate_size=96, vocab_size=300, additional_vocab_size=8) | text  # fmt: skip
-    return Molmo2Config(
-        vision_config=dict(hidden_size=vit_width, intermediate_size=4 * vit_width, num_hidden_layers=vit_layers,
-                           **heads),
-        adapter_config=dict(vision_feature_layer=[-1, 0], hidden_size=vit_width, intermediate_size=40,
-                            text_hidden_size=text_width, **heads),
-        text_config=text,
-        image_start_token_id=300, image_end_token_id=301, image_patch_id=302, low_res_image_start_token_id=303,
-        frame_start_token_id=304, frame_end_token_id=305,
-    )  # fmt: skip
+    vision = dict(
+        hidden_size=vit_width, intermediate_size=4 * vit_width, num_hidden_layers=vit_layers, **heads
+    )
+    adapter = dict(vision_feature_layer=[-1, 0], hidden_size=vit_width, intermediate_size=40, **heads)
+    text = {
+        **dict(hidden_size=text_width, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
+        **dict(head_dim=16, intermediate_size=96, vocab_size=300, additional_vocab_size=8),
+        **text,
+    }
+    token_ids = dict(image_start_token_id=300, image_end_token_id=301, image_patch_id=302)
+    token_ids |= dict(low_res_image_start_token_id=303, frame_start_token_id=304, frame_end_token_id=305)
+    adapter["text_hidden_size"] = text_width
+    return Molmo2Config(vision_config=vision, adapter_config=adapter, text_config=text, **token_ids)
 
 
 def _module_counts(model) -> dict[str, int]:
@@ -75,12 +77,30 @@ def test_parameter_formula_equals_the_real_modules(kwargs):
 
 def test_parameter_formula_reads_a_hub_style_config_folder(tmp_path):
     # legacy keys of the released config.json: vit_config, image_num_pos, vit_layers counted from the end
-    hub = {"vit_config": {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 6, "num_attention_heads": 2,
-                          "num_key_value_heads": 2, "head_dim": 16, "image_num_pos": 729},
-           "adapter_config": {"vit_layers": [-3, -5], "hidden_size": 32, "num_attention_heads": 2,
-                              "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 40, "text_hidden_size": 64},
-           "text_config": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-                           "head_dim": 16, "intermediate_size": 96, "vocab_size": 300, "additional_vocab_size": 8}}  # fmt: skip
+    heads = {"num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 16}
+    hub = {
+        "vit_config": {
+            "hidden_size": 32,
+            "intermediate_size": 48,
+            "num_hidden_layers": 6,
+            "image_num_pos": 729,
+            **heads,
+        },
+        "adapter_config": {"vit_layers": [-3, -5], "hidden_size": 32, "intermediate_size": 40, **heads},
+        "text_config": {
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+        },
+    }
+    hub["adapter_config"]["text_hidden_size"] = 64
+    hub["text_config"] |= {
+        "head_dim": 16,
+        "intermediate_size": 96,
+        "vocab_size": 300,
+        "additional_vocab_size": 8,
+    }
     (tmp_path / "config.json").write_text(json.dumps(hub))
     with torch.device("meta"):
         model = Molmo2ForConditionalGeneration(Molmo2Config(**hub))
@@ -90,7 +110,7 @@ def test_parameter_formula_reads_a_hub_style_config_folder(tmp_path):
 
 
 def test_molmo2_4b_count_matches_the_released_checkpoint():
-    # "total_parameters" in allenai/Molmo2-4B model.safetensors.index.json (its 19,403,476,800 bytes of fp32 / 4)
+    # "total_parameters" in allenai/Molmo2-4B model.safetensors.index.json (its fp32 19,403,476,800 bytes / 4)
     assert count_parameters(M4B)["total"] == 4_850_869_200 == 19_403_476_800 // 4
 
 
@@ -128,12 +148,11 @@ def test_weights_by_precision():
     assert 9 < bf16 < 10
     assert estimate_memory(M4B, precision="fp16", prompt_tokens=0).weights_gb == bf16
     assert estimate_memory(M4B, precision="fp32", prompt_tokens=0).weights_gb == 2 * bf16
-    # Molmo2-8B: a Qwen3-8B (~8.19e9 with its 128 extra embeddings) + ViT 0.38e9 + adapter 0.09e9 = ~8.66e9 x 2 bytes
-    assert (
-        8.6e9 * 2 < estimate_memory(M8B, prompt_tokens=0).weights_gb * GIB < 8.7e9 * 2
-    )  # 17.3 GB = 16.1 GiB
-    # 4-bit: the decoder's linear layers, 36 x (2560 x (2 x 4096 + 2 x 1024) + 3 x 2560 x 9728) = 3,633,315,840
-    # weights at 0.5 + 1/64 + 4/16384 bytes; the other 1,217,553,360 parameters stay at 2 bytes
+    # Molmo2-8B: Qwen3-8B (~8.19e9 with the 128 extra embeddings) + ViT 0.38e9 + adapter 0.09e9 = ~8.66e9
+    # parameters x 2 bytes = 17.3 GB = 16.1 GiB
+    assert 8.6e9 * 2 < estimate_memory(M8B, prompt_tokens=0).weights_gb * GIB < 8.7e9 * 2
+    # 4-bit: the decoder's linear layers, 36 x (2560 x (2 x 4096 + 2 x 1024) + 3 x 2560 x 9728)
+    # = 3,633,315,840 weights at 0.5 + 1/64 + 4/16384 bytes; the other 1,217,553,360 parameters keep 2 bytes
     nf4 = 3_633_315_840 * (0.5 + 1 / 64 + 4 / 16384) + 1_217_553_360 * 2
     assert estimate_memory(M4B, precision="4bit", prompt_tokens=0).weights_gb * GIB == pytest.approx(nf4)
     assert 3 < nf4 / GIB < 7
@@ -210,13 +229,12 @@ class _LiveTensors(TorchDispatchMode):
         return out
 
 
-@pytest.mark.parametrize("frames, text_tokens", [(4, 40), (1, 1600)])
-def test_estimate_follows_the_measured_peak_of_a_forward_pass(frames, text_tokens):
-    """A small Molmo2 in fp32 on CPU: vision-bound (4 frames) and prefill-bound (1,600 text tokens)."""
+@pytest.mark.parametrize("frames, text_tokens, mlp_width", [(4, 40, 1024), (1, 1600, 1024), (1, 1600, 4096)])
+def test_estimate_follows_the_measured_peak_of_a_forward_pass(frames, text_tokens, mlp_width):
+    """A small Molmo2 in fp32 on CPU, its peak set by the vision encoder (4 frames), by prefill attention
+    (1,600 text tokens) or by the prefill MLP (the same with a 4x wider MLP)."""
     torch.manual_seed(0)
-    config = _tiny_config(
-        vit_width=256, text_width=256, vit_layers=6, intermediate_size=1024, num_attention_heads=8
-    )
+    config = _tiny_config(256, 256, vit_layers=6, intermediate_size=mlp_width, num_attention_heads=8)
     model = Molmo2ForConditionalGeneration(config).eval()
     grid = torch.arange(729).reshape(9, 3, 9, 3).permute(0, 2, 1, 3).reshape(81, 9)  # 3x3 pooling windows
     ids = [5] * (text_tokens // 2) + [304, *[302] * 81, 305] * frames + [6] * (text_tokens - text_tokens // 2)
@@ -439,3 +457,18 @@ def test_known_configs_are_the_three_released_models():
     assert (
         c.vision_config.num_hidden_layers == 25
     )  # 27 declared, trimmed to the deepest layer read (-3 -> 24)
+
+
+def test_video_prompt_tokens_come_from_the_real_processor(tiny_model):
+    from molmo_nb_utils.memory import video_prompt_tokens
+
+    _, processor = tiny_model
+    ten = video_prompt_tokens(processor, 10.0)
+    # 10 s at 2 fps, first and last frame: 21 frames of 81 visual tokens, a start and an end token
+    # and a timestamp ("9.5 ", a few text tokens) per frame, plus the chat turn around the question.
+    assert 21 * 83 < ten <= 21 * (83 + 4) + 40
+    one_fps = video_prompt_tokens(processor, 10.0, fps=1.0)
+    assert 11 * 83 < one_fps <= 11 * (83 + 4) + 40
+    assert 16 * 83 < video_prompt_tokens(processor, 600.0, max_frames=16) <= 16 * (83 + 5) + 40  # capped
+    with pytest.raises(ValueError, match="seconds > 0"):
+        video_prompt_tokens(processor, 0)
