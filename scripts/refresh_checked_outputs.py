@@ -31,17 +31,15 @@ def refresh(path: Path) -> int:
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
-        cell.execution_count = None
         if MARK in cell.source:
-            # Only text output is deterministic; nbval does not compare stderr anyway.
+            # nbval skips a cell without an execution count, so checked cells keep theirs. Only stdout
+            # is kept: stderr (library notices) is neither compared nor deterministic.
             cell.outputs = [
                 o for o in cell.outputs if o.get("output_type") != "stream" or o.get("name") == "stdout"
             ]
-            for output in cell.outputs:
-                if "execution_count" in output:
-                    output["execution_count"] = None
             kept += 1
         else:
+            cell.execution_count = None
             cell.outputs = []
     nb.metadata.pop("widgets", None)
     tmp = path.with_name(f".{path.name}.tmp")
