@@ -209,28 +209,27 @@ def load_model(
     return model.eval(), processor
 
 
+def _load_part(auto_class, what: str, name: str | os.PathLike | None):
+    name = str(name) if name is not None else model_id()
+    source, local_only = _resolve(name)
+    try:
+        return auto_class.from_pretrained(source, local_files_only=local_only)
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelLoadError(f"Could not load the {what} of {name!r}: {str(err).splitlines()[0]}") from None
+
+
 def load_processor(name: str | os.PathLike | None = None):
     """Only the processor (tokenizer, image and video settings): enough to count tokens, no weights."""
     from transformers import AutoProcessor
 
-    name = str(name) if name is not None else model_id()
-    source, local_only = _resolve(name)
-    try:
-        return AutoProcessor.from_pretrained(source, local_files_only=local_only)
-    except (OSError, ValueError, KeyError) as err:
-        raise ModelLoadError(f"Could not load the processor of {name!r}: {str(err).splitlines()[0]}") from None
+    return _load_part(AutoProcessor, "processor", name)
 
 
 def load_model_config(name: str | os.PathLike | None = None):
     """Only the model's config (a few KB): what the memory planner needs, no weights."""
     from transformers import AutoConfig
 
-    name = str(name) if name is not None else model_id()
-    source, local_only = _resolve(name)
-    try:
-        return AutoConfig.from_pretrained(source, local_files_only=local_only)
-    except (OSError, ValueError, KeyError) as err:
-        raise ModelLoadError(f"Could not load the config of {name!r}: {str(err).splitlines()[0]}") from None
+    return _load_part(AutoConfig, "config", name)
 
 
 # ---------------------------------------------------------------------------------------------

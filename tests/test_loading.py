@@ -263,3 +263,12 @@ def test_missing_video_in_chat(tiny_model, tmp_path):
     messages = [{"role": "user", "content": [{"type": "video", "video": str(tmp_path / "nope.mp4")}]}]
     with pytest.raises(FileNotFoundError, match="nope.mp4"):
         chat(model, processor, messages)
+
+
+def test_processor_and_config_load_without_weights(tiny_model_path):
+    from molmo_nb_utils.loading import load_model_config, load_processor
+
+    assert type(load_processor(tiny_model_path)).__name__ == "Molmo2Processor"
+    assert load_model_config(tiny_model_path).model_type == "molmo2"
+    with pytest.raises(ModelLoadError, match="neither a model folder"):
+        load_processor("./missing/model")

@@ -1,0 +1,59 @@
+"""Every notebook follows the collection's lesson structure (nbval runs them; this checks their shape)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import nbformat
+import pytest
+
+from molmo_nb_utils.paths import REPO_ROOT
+
+CATALOG = json.loads((REPO_ROOT / "notebooks" / "catalog.json").read_text())
+ENTRIES = {entry["file"]: entry for entry in CATALOG["notebooks"]}
+
+
+@pytest.fixture(params=sorted(ENTRIES), ids=lambda f: f)
+def notebook(request):
+    path = REPO_ROOT / "notebooks" / request.param
+    return ENTRIES[request.param], nbformat.read(path, as_version=4)
+
+
+def _code(nb) -> list[str]:
+    return [c.source for c in nb.cells if c.cell_type == "code"]
+
+
+def test_opening_matches_the_catalog(notebook):
+    entry, nb = notebook
+    first = nb.cells[0]
+    assert first.cell_type == "markdown"
+    assert first.source.startswith(f"# {entry['title']}\n")
+    badge = f"colab.research.google.com/github/{CATALOG['repository']}/blob/{CATALOG['branch']}/notebooks/{entry['file']}"
+    assert badge in first.source
+    assert f"**GPU memory needed:** {entry['gpu_memory']}" in first.source
+    assert "You will learn" in first.source
+
+
+def test_installs_only_on_colab_and_checks_the_hardware(notebook):
+    _, nb = notebook
+    code = _code(nb)
+    install = next(src for src in code if "pip install" in src)
+    assert 'if "google.colab" in sys.modules' in install
+    assert any("hardware_report()" in src for src in code[:3])
+
+
+def test_model_comes_from_one_place(notebook):
+    _, nb = notebook
+    for src in _code(nb):
+        for call in re.findall(r"load_model\(([^)]*)\)", src):
+            assert call.startswith("model_id("), call
+        assert not re.search(r"""from_pretrained\(\s*["']allenai/""", src)
+
+
+def test_ends_with_things_to_try_and_has_no_stray_outputs(notebook):
+    _, nb = notebook
+    assert nb.cells[-1].cell_type == "markdown" and "## Things to try" in nb.cells[-1].source
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "NBVAL_CHECK_OUTPUT" not in cell.source:
+            assert not cell.outputs and cell.execution_count is None, cell.source[:60]
