@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,11 @@ DEFAULT_MAX_FRAMES = 384
 TRACKING_FPS = 8.0
 
 
-class ModelLoadError(RuntimeError):
-    """The model could not be loaded; the message says what to do."""
+class ModelLoadError(OSError):
+    """The model could not be loaded; the message says what to do.
+
+    An OSError, like the error transformers raises for a model it cannot find, so code that already
+    catches that keeps working."""
 
 
 class OutOfMemoryAdvice(RuntimeError):
@@ -93,9 +97,16 @@ def hardware_report() -> str:
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick check, so that an offline machine gets a clear message instead of minutes of retries."""
+    """A quick check, so that an offline machine gets a clear message instead of minutes of retries.
+
+    Behind a proxy a direct connection proves nothing, so then we let huggingface_hub find out.
+    """
+    if any(os.environ.get(var) for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    endpoint = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", f"https://{HUB_HOST}"))
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
     try:
-        socket.create_connection((HUB_HOST, 443), timeout=timeout).close()
+        socket.create_connection((endpoint.hostname or HUB_HOST, port), timeout=timeout).close()
         return True
     except OSError:
         return False
@@ -260,8 +271,11 @@ def _load_visuals(messages: list[dict], fps: float | None, max_frames: int | Non
                     raise FileNotFoundError(f"Video not found: {src}")
                 ele = {
                     "video": src,
-                    "max_fps": item.get("fps", fps or DEFAULT_FPS),
-                    "num_frames": item.get("max_frames", max_frames or DEFAULT_MAX_FRAMES),
+                    # Per-video knobs, in our names or in molmo_utils' own.
+                    "max_fps": item.get("fps", item.get("max_fps", fps or DEFAULT_FPS)),
+                    "num_frames": item.get(
+                        "max_frames", item.get("num_frames", max_frames or DEFAULT_MAX_FRAMES)
+                    ),
                 }
                 try:
                     frames, meta = fetch_video(ele)

@@ -131,6 +131,8 @@ def test_video_prompt_uses_real_frame_times(tiny_model, video_path):
         assert f"{t} <im_start>" in prompt
     fewer = prepare_inputs(processor, messages, fps=1.0)
     assert fewer["video_grids"].tolist() == [[4, 9, 9]]
+    per_video = [{"role": "user", "content": [{"type": "video", "video": str(video_path), "max_frames": 3}]}]
+    assert prepare_inputs(processor, per_video)["video_grids"].tolist() == [[3, 9, 9]]
 
 
 @pytest.mark.parametrize("kind", ["image", "two_images", "video"])
@@ -272,3 +274,21 @@ def test_processor_and_config_load_without_weights(tiny_model_path):
     assert load_model_config(tiny_model_path).model_type == "molmo2"
     with pytest.raises(ModelLoadError, match="neither a model folder"):
         load_processor("./missing/model")
+
+
+def test_hub_check_asks_the_configured_endpoint(monkeypatch):
+    seen = []
+
+    def connect(address, timeout):
+        seen.append(address)
+        raise OSError("unreachable")
+
+    monkeypatch.setattr(loading.socket, "create_connection", connect)
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.example:8443")
+    assert loading._hub_reachable() is False
+    assert seen == [("hf-mirror.example", 8443)]
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert loading._hub_reachable() is True  # behind a proxy, huggingface_hub decides
+    assert len(seen) == 1

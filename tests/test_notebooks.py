@@ -57,3 +57,11 @@ def test_ends_with_things_to_try_and_has_no_stray_outputs(notebook):
     for cell in nb.cells:
         if cell.cell_type == "code" and "NBVAL_CHECK_OUTPUT" not in cell.source:
             assert not cell.outputs and cell.execution_count is None, cell.source[:60]
+
+
+def test_checked_outputs_do_not_depend_on_where_the_repo_lives(notebook):
+    _, nb = notebook
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            text = output.get("text", "") + str(output.get("data", {}).get("text/plain", ""))
+            assert not re.search(r"PosixPath|/(work|tmp|home|content|Users)/", text), text[:120]
