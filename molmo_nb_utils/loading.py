@@ -251,7 +251,7 @@ def _load_visuals(messages: list[dict], fps: float | None, max_frames: int | Non
     """Collect images (as RGB PIL) and videos (frames + metadata) in the order they appear."""
     from molmo_utils import fetch_video
 
-    from molmo_nb_utils.media import load_image
+    from molmo_nb_utils.media import download, load_image, video_info
 
     images, videos = [], []
     for message in messages:
@@ -267,8 +267,9 @@ def _load_visuals(messages: list[dict], fps: float | None, max_frames: int | Non
                 images.append(load_image(src))
             elif kind == "video":
                 src = str(item.get("video", item.get("path", item.get("url"))))
-                if not Path(src).is_file() and not src.startswith(("http://", "https://")):
-                    raise FileNotFoundError(f"Video not found: {src}")
+                if src.startswith(("http://", "https://")):
+                    src = str(download(src))  # cached in downloaded_data/
+                video_info(src)  # a missing or unreadable file gets a clear error before decoding
                 ele = {
                     "video": src,
                     # Per-video knobs, in our names or in molmo_utils' own.

@@ -292,3 +292,12 @@ def test_hub_check_asks_the_configured_endpoint(monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     assert loading._hub_reachable() is True  # behind a proxy, huggingface_hub decides
     assert len(seen) == 1
+
+
+def test_unreadable_video_in_chat(tiny_model, tmp_path):
+    model, processor = tiny_model
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"this is not a video")
+    messages = [{"role": "user", "content": [{"type": "video", "video": str(bad)}]}]
+    with pytest.raises(ValueError, match="broken.mp4"):
+        chat(model, processor, messages)
