@@ -14,11 +14,9 @@ interrupted run never leaves a half-written file behind.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 import os
-import tempfile
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
@@ -33,6 +31,7 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
 from molmo_nb_utils.grounding import nearest_index, time_to_frame
+from molmo_nb_utils.paths import atomic_path
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -428,26 +427,6 @@ def _check_trail(trail: int) -> None:
         raise ValueError(f"trail must be a whole number of positions >= 0, got {trail!r}")
 
 
-def _temp_beside(path: Path) -> Path:
-    """A new empty file next to ``path``, so the final os.replace is an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    return Path(name)
-
-
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """Yield a temporary path; on success it becomes ``path``, on any error it is removed."""
-    tmp = _temp_beside(path)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _to_video_frame(rgb: np.ndarray) -> av.VideoFrame:
     # OpenCV's RGB -> I420 matches swscale's BT.601 conversion and is about 3x faster.
     return av.VideoFrame.from_ndarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
@@ -464,7 +443,7 @@ def write_video(
     out_path = Path(out_path)
     rate = _rate(fps)
     with (
-        _atomic(out_path) as tmp,
+        atomic_path(out_path) as tmp,
         av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out,
     ):
         stream = None
@@ -607,7 +586,7 @@ def write_gif(
     if max_frames is not None and len(small) > max_frames:
         small = [small[i] for i in np.linspace(0, len(small) - 1, max_frames).round().astype(int)]
     out_path = Path(out_path)
-    with _atomic(out_path) as tmp:
+    with atomic_path(out_path) as tmp:
         small[0].save(
             tmp,
             format="GIF",

@@ -30,11 +30,12 @@ import math
 import numbers
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from molmo_nb_utils.paths import atomic_path
 
 
 @dataclass(frozen=True)
@@ -334,21 +335,13 @@ def save_points(points: Iterable[Point], path: str | os.PathLike, fps: float | N
     path = Path(path)
     suffix = _suffix(path, "save_points")
     records = points_to_records(points, fps)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as file:
-            if suffix == ".json":
-                json.dump(records, file, indent=1)
-            else:
-                writer = csv.DictWriter(file, fieldnames=RECORD_FIELDS)
-                writer.writeheader()
-                writer.writerows(records)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as file:
+        if suffix == ".json":
+            json.dump(records, file, indent=1)
+        else:
+            writer = csv.DictWriter(file, fieldnames=RECORD_FIELDS)
+            writer.writeheader()
+            writer.writerows(records)
     return path
 
 

@@ -27,7 +27,6 @@ import math
 import numbers
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -103,21 +102,14 @@ def download(
     if dest.is_file() and (expected is None or _file_sha256(dest) == expected):
         return dest
 
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with paths.atomic_path(dest) as tmp:  # also on Ctrl-C: never a half-written file
+        with tmp.open("wb") as out:
             actual = _fetch(url, out, dest, progress)
         if expected is not None and actual != expected:
             raise ValueError(
                 f"Checksum mismatch for {url}: expected sha256 {expected}, got {actual}. "
                 "The file was not saved; the server may have changed it or the transfer was corrupted."
             )
-        os.replace(tmp, dest)
-    except BaseException:  # also Ctrl-C: never leave a half-written file
-        tmp.unlink(missing_ok=True)
-        raise
     return dest
 
 

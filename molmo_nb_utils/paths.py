@@ -6,7 +6,10 @@ One place so that notebooks, tests and scripts agree. ``MOLMO_DATA_DIR`` moves t
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -20,3 +23,26 @@ def output_path(name: str) -> Path:
     path = OUTPUT_DIR / name
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary file next to ``path``; it becomes ``path`` only if the block succeeds.
+
+    The temporary name keeps the suffix, so writers that pick a format by suffix (video) still work.
+
+    An interrupted download, render or export (an error, Ctrl-C) never leaves a half-written file:
+    the temporary file is removed, and the final ``os.replace`` is an atomic rename.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".part{path.suffix}")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        tmp.chmod(0o644)  # mkstemp makes files private; outputs are ordinary files
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

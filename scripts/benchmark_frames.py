@@ -19,9 +19,7 @@ This is a script, not a test: timings depend on the machine and on what else run
 from __future__ import annotations
 
 import argparse
-import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,10 +46,8 @@ def make_video(path: Path) -> Path:
     # Smooth random texture, wide enough to pan 2 px per frame: real motion for the encoder.
     coarse = rng.integers(0, 256, (HEIGHT // 8, (WIDTH + 2 * num_frames) // 8 + 1), dtype=np.uint8)
     texture = cv2.resize(coarse, (coarse.shape[1] * 8, coarse.shape[0] * 8), interpolation=cv2.INTER_CUBIC)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".mp4")
-    os.close(fd)
-    try:
-        with av.open(tmp, "w") as container:
+    with paths.atomic_path(path) as tmp:
+        with av.open(str(tmp), "w") as container:
             stream = container.add_stream("libx264", rate=FPS)
             stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
             stream.gop_size = GOP
@@ -70,10 +66,6 @@ def make_video(path: Path) -> Path:
                 frame = av.VideoFrame.from_ndarray(np.repeat(gray[..., None], 3, axis=2), format="rgb24")
                 container.mux(stream.encode(frame))
             container.mux(stream.encode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from pathlib import Path
 from urllib.parse import quote
+
+from molmo_nb_utils.paths import atomic_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 README = REPO_ROOT / "README.md"
@@ -131,9 +132,8 @@ def check(readme_text: str, catalog: dict, notebook_files: list[str]) -> list[st
 def write_readme(readme_path: Path, catalog: dict) -> None:
     """Rewrite the table block in place, atomically (temporary file in the same folder, then os.replace)."""
     text = replace_block(readme_path.read_text(encoding="utf-8"), render_table(catalog))
-    tmp = readme_path.with_name(f".{readme_path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, readme_path)
+    with atomic_path(readme_path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def notebook_files(folder: Path = NOTEBOOKS_DIR) -> list[str]:

@@ -23,7 +23,6 @@ import argparse
 import io
 import json
 import math
-import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -36,7 +35,7 @@ import numpy as np
 import skimage.data
 from PIL import Image, ImageFilter
 
-from molmo_nb_utils.paths import INPUT_DIR
+from molmo_nb_utils.paths import INPUT_DIR, atomic_path
 
 JPEG_QUALITY = 85
 WIDTH, HEIGHT = 640, 360
@@ -386,16 +385,8 @@ def _write_if_changed(path: Path, data: bytes) -> bool:
     """Write ``data`` atomically (temp file + os.replace); skip when the file already holds it."""
     if path.exists() and path.read_bytes() == data:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; media in a repo should be readable by all
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
     return True
 
 
@@ -413,15 +404,11 @@ def make_all(out_dir: Path = INPUT_DIR) -> list[Path]:
         gt_path = _ground_truth_path(out_dir, name)
         if _write_if_changed(gt_path, format_json(ground_truth(spec)).encode()):
             changed.append(gt_path)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".mp4")
-        os.close(fd)
-        try:
-            encode_mp4(render_frames(spec), Path(tmp))
-            if _write_if_changed(out_dir / name, Path(tmp).read_bytes()):
+        with tempfile.TemporaryDirectory() as scratch:
+            encoded = Path(scratch) / name
+            encode_mp4(render_frames(spec), encoded)
+            if _write_if_changed(out_dir / name, encoded.read_bytes()):
                 changed.append(out_dir / name)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
     return changed
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+from molmo_nb_utils.paths import atomic_path
+
 MARK = "NBVAL_CHECK_OUTPUT"
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -42,9 +44,8 @@ def refresh(path: Path) -> int:
             cell.execution_count = None
             cell.outputs = []
     nb.metadata.pop("widgets", None)
-    tmp = path.with_name(f".{path.name}.tmp")
-    nbformat.write(nb, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        nbformat.write(nb, tmp)
     return kept
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from nbclient.exceptions import CellExecutionError
 from tqdm.auto import tqdm
 
 from molmo_nb_utils.loading import model_id
-from molmo_nb_utils.paths import OUTPUT_DIR
+from molmo_nb_utils.paths import OUTPUT_DIR, atomic_path
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 PEAK_KEY = "run_all_peak_gpu_bytes"
@@ -76,9 +75,8 @@ def _peak_gpu_gb(client: NotebookClient, nb: nbformat.NotebookNode) -> float | N
 
 
 def _write_atomic(nb: nbformat.NotebookNode, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    nbformat.write(nb, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        nbformat.write(nb, tmp)
 
 
 def run_notebook(path: Path, out_dir: Path, timeout: float) -> Result:
