@@ -178,6 +178,17 @@ def _quantization_config(quantization: str, dtype):
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
 
 
+def _auto_quantization(name: str, hw: Hardware) -> str | None:
+    from molmo_nb_utils.memory import choose_quantization, gpu_budget_gb
+
+    if hw.device != "cuda":
+        return None
+    half = "bf16" if hw.bf16 else "fp16"
+    choice = choose_quantization(load_model_config(name), gpu_budget_gb(), half=half)
+    print(f"quantization='auto' on a {hw.gpu_memory_gb:.0f} GiB GPU: {choice or hw.dtype_name}")
+    return choice
+
+
 def load_model(
     name: str | os.PathLike | None = None,
     *,
@@ -189,7 +200,8 @@ def load_model(
 
     The dtype follows the hardware unless given ("bfloat16", "float16", "float32"); the released
     checkpoints are stored in float32, so leaving it to "auto" would double the memory.
-    ``quantization`` is None, "8bit" or "4bit" (bitsandbytes, CUDA only).
+    ``quantization`` is None, "8bit" or "4bit" (bitsandbytes, CUDA only), or "auto": the least
+    quantization whose memory estimate fits this GPU (none on a CPU).
     """
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -200,8 +212,10 @@ def load_model(
     dtype = dtype or hw.dtype_name
     if dtype not in ("bfloat16", "float16", "float32"):
         raise ValueError(f"dtype must be 'bfloat16', 'float16' or 'float32', got {dtype!r}")
-    if quantization not in (None, "8bit", "4bit"):
-        raise ValueError(f"quantization must be None, '8bit' or '4bit', got {quantization!r}")
+    if quantization not in (None, "8bit", "4bit", "auto"):
+        raise ValueError(f"quantization must be None, '8bit', '4bit' or 'auto', got {quantization!r}")
+    if quantization == "auto":
+        quantization = _auto_quantization(name, hw)
     torch_dtype = getattr(torch, dtype)
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": local_only}
     if quantization:

@@ -428,3 +428,22 @@ def video_prompt_tokens(
         text=text, videos=[frames], video_metadata=[metadata], do_sample_frames=False, return_tensors="pt"
     )
     return count_prompt_tokens(processor, inputs)
+
+
+def choose_quantization(config: Any, budget_gb: float, *, half: str = "bf16") -> str | None:
+    """The lightest-touch precision whose estimate for one full-size image fits ``budget_gb``.
+
+    Returns None (16-bit, no quantization), "8bit" or "4bit"; "4bit" when nothing fits, as the best
+    chance. One image at 9 crops is the smallest job every notebook runs; videos need more, which
+    suggest_settings plans.
+    """
+    if not budget_gb > 0:
+        raise ValueError(f"budget_gb must be > 0 GiB, got {budget_gb}")
+    tokens = image_tokens_estimate(max_crops=8) + PROMPT_TEXT_TOKENS
+    for precision in (half, "8bit"):
+        if (
+            estimate_memory(config, precision=precision, prompt_tokens=tokens, num_crops=9).total_gb
+            <= budget_gb
+        ):
+            return None if precision == half else precision
+    return "4bit"

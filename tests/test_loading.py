@@ -301,3 +301,8 @@ def test_unreadable_video_in_chat(tiny_model, tmp_path):
     messages = [{"role": "user", "content": [{"type": "video", "video": str(bad)}]}]
     with pytest.raises(ValueError, match="broken.mp4"):
         chat(model, processor, messages)
+
+
+def test_auto_quantization_is_none_on_cpu(tiny_model_path):
+    model, _ = load_model(tiny_model_path, quantization="auto")
+    assert not getattr(model, "is_loaded_in_4bit", False) and model.dtype == torch.float32

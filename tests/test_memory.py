@@ -472,3 +472,17 @@ def test_video_prompt_tokens_come_from_the_real_processor(tiny_model):
     assert 16 * 83 < video_prompt_tokens(processor, 600.0, max_frames=16) <= 16 * (83 + 5) + 40  # capped
     with pytest.raises(ValueError, match="seconds > 0"):
         video_prompt_tokens(processor, 0)
+
+
+def test_choose_quantization_follows_the_budget():
+    from molmo_nb_utils.memory import choose_quantization
+
+    # From the estimates for one 9-crop image with Molmo2-4B: about 10 GiB in bf16, 6.6 in 8-bit, 5 in 4-bit.
+    assert choose_quantization("allenai/Molmo2-4B", 24.0) is None
+    assert choose_quantization("allenai/Molmo2-4B", 15.0, half="fp16") is None
+    assert choose_quantization("allenai/Molmo2-4B", 8.0) == "8bit"
+    assert choose_quantization("allenai/Molmo2-4B", 6.0) == "4bit"
+    assert choose_quantization("allenai/Molmo2-8B", 15.0) == "8bit"
+    assert choose_quantization("allenai/Molmo2-4B", 2.0) == "4bit"  # nothing fits: the best chance
+    with pytest.raises(ValueError, match="budget_gb"):
+        choose_quantization("allenai/Molmo2-4B", 0)
