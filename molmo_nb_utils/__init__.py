@@ -77,10 +77,11 @@ from molmo_nb_utils.memory import (
     video_prompt_tokens,
     video_tokens_estimate,
 )
-from molmo_nb_utils.paths import DATA_DIR, INPUT_DIR, OUTPUT_DIR, REPO_ROOT, output_path
+from molmo_nb_utils.paths import DATA_DIR, INPUT_DIR, OUTPUT_DIR, REPO_ROOT, atomic_path, output_path
 
 __all__ = [
     "Asset",
+    "atomic_path",
     "ASSETS",
     "chat",
     "choose_quantization",
