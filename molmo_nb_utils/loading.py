@@ -90,7 +90,7 @@ def hardware_report() -> str:
             )
         else:
             lines.append(
-                "Molmo2-4B on a CPU takes minutes per answer and ~18 GB of RAM: images are slow but possible, "
+                "Molmo2-4B on a CPU takes minutes per answer and ~20 GB of RAM: images are slow but possible, "
                 "videos are not practical. Use a GPU runtime, or try the tiny model (see README)."
             )
     return "\n".join(lines)
@@ -178,13 +178,15 @@ def _quantization_config(quantization: str, dtype):
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
 
 
-def _auto_quantization(name: str, hw: Hardware) -> str | None:
+def _auto_quantization(source: str, local_only: bool, hw: Hardware) -> str | None:
+    from transformers import AutoConfig
+
     from molmo_nb_utils.memory import choose_quantization, gpu_budget_gb
 
     if hw.device != "cuda":
         return None
-    half = "bf16" if hw.bf16 else "fp16"
-    choice = choose_quantization(load_model_config(name), gpu_budget_gb(), half=half)
+    config = AutoConfig.from_pretrained(source, local_files_only=local_only)
+    choice = choose_quantization(config, gpu_budget_gb(), half="bf16" if hw.bf16 else "fp16")
     print(f"quantization='auto' on a {hw.gpu_memory_gb:.0f} GiB GPU: {choice or hw.dtype_name}")
     return choice
 
@@ -215,7 +217,7 @@ def load_model(
     if quantization not in (None, "8bit", "4bit", "auto"):
         raise ValueError(f"quantization must be None, '8bit', '4bit' or 'auto', got {quantization!r}")
     if quantization == "auto":
-        quantization = _auto_quantization(name, hw)
+        quantization = _auto_quantization(source, local_only, hw)
     torch_dtype = getattr(torch, dtype)
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": local_only}
     if quantization:

@@ -256,6 +256,16 @@ def _image_plan(height: int | None, width: int | None, max_crops: int) -> tuple[
     return low_res + 1 + rows * (cols + 1) + 1, tiling_h * tiling_w + 1
 
 
+def planned_frames(seconds: float, *, fps: float = 2.0, max_frames: int = 384) -> int:
+    """How many frames Molmo2 sees of a ``seconds``-long video: ``fps`` of them per second, first and last
+    included, or ``max_frames`` spread over the whole video when that is fewer (molmo_utils' own rule)."""
+    from molmo_utils.vision_process import sample_times
+
+    if not seconds > 0 or not fps > 0 or max_frames < 1:
+        raise ValueError(f"need seconds > 0, fps > 0 and max_frames >= 1, got {seconds}, {fps}, {max_frames}")
+    return len(sample_times(seconds, max_frames, "uniform_last_frame", max_fps=fps))
+
+
 def video_tokens_estimate(num_frames: int, *, fps: float = 2.0) -> int:
     """Prompt tokens of `num_frames` frames sampled `fps` apart, for planning before the video exists: per
     frame 81 pooled patches (27x27 patches, 3x3 pooling), start and end tokens, and its timestamp text
@@ -330,7 +340,7 @@ def suggest_settings(
             for max_crops in candidates_max_crops if image_count else [None]:
                 tokens, crops, frames = PROMPT_TEXT_TOKENS, 0, 0
                 if duration_s:
-                    frames = max(1, min(max_frames, int(duration_s * fps)))
+                    frames = planned_frames(duration_s, fps=fps, max_frames=max_frames)
                     tokens += video_tokens_estimate(frames, fps=frames / duration_s)
                 if image_count:
                     one_tokens, one_crops = _image_plan(*(image_size or (None, None)), max_crops)
@@ -412,10 +422,8 @@ def video_prompt_tokens(
     import numpy as np
     from molmo_utils.vision_process import sample_times
 
-    if not seconds > 0 or not fps > 0 or max_frames < 1:
-        raise ValueError(f"need seconds > 0, fps > 0 and max_frames >= 1, got {seconds}, {fps}, {max_frames}")
+    frames = np.zeros((planned_frames(seconds, fps=fps, max_frames=max_frames), 28, 28, 3), np.uint8)
     times = sample_times(seconds, max_frames, "uniform_last_frame", max_fps=fps)
-    frames = np.zeros((len(times), 28, 28, 3), np.uint8)
     metadata = {
         "fps": video_fps,
         "total_num_frames": int(seconds * video_fps),

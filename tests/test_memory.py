@@ -359,7 +359,8 @@ def test_suggestions_grow_with_the_budget():
         crops.append(images.max_crops if images.fits else 0)
         for s in (video, images):
             assert s.fits == (s.estimate.total_gb <= budget)
-    assert frames == sorted(frames) and frames[0] < frames[-1] == 240
+    # 120 s at 2 fps with the first and the last frame: 241 frames when the budget allows all of them.
+    assert frames == sorted(frames) and frames[0] < frames[-1] == 241
     assert crops == sorted(crops) and crops[-1] == 8
 
 
@@ -370,7 +371,7 @@ def test_suggestion_is_the_largest_that_fits():
     assert f"max_frames={s.max_frames}" in s.advice
     # the next larger frame cap does not fit
     larger = min(f for f in (384, 128, 64, 32, 16, 8) if f > s.max_frames)
-    frames = min(larger, 120)
+    frames = min(larger, 121)  # 60 s at 2 fps: 121 frames, first and last included
     tokens = video_tokens_estimate(frames, fps=frames / 60) + memory.PROMPT_TEXT_TOKENS
     assert estimate_memory(M4B, precision="fp16", prompt_tokens=tokens, num_frames=frames).total_gb > t4
     text = suggest_settings(M4B, t4)
@@ -486,3 +487,14 @@ def test_choose_quantization_follows_the_budget():
     assert choose_quantization("allenai/Molmo2-4B", 2.0) == "4bit"  # nothing fits: the best chance
     with pytest.raises(ValueError, match="budget_gb"):
         choose_quantization("allenai/Molmo2-4B", 0)
+
+
+def test_planned_frames_follow_the_sampling_rule():
+    from molmo_nb_utils.memory import planned_frames
+
+    # 2 fps over 4 s: 0.0, 0.5, ..., 3.5 and the last frame at 4.0 -> 9 (as molmo_utils samples a file).
+    assert planned_frames(4.0) == 9
+    assert planned_frames(4.0, fps=8) == 33
+    assert planned_frames(600.0, max_frames=384) == 384  # the budget: frames spread over the video
+    with pytest.raises(ValueError, match="seconds > 0"):
+        planned_frames(0)
