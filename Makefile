@@ -4,15 +4,21 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg --nbval-cell-timeout 900
 
-.PHONY: setup lab test tiny run-all lint readme clean
+.PHONY: setup dev lab test tiny run-all gpu-check lint readme clean
 
+# What a reader needs (requirements.txt, the package); `dev` adds the tests and tools.
 setup: $(VENV)/.installed
+dev: $(VENV)/.dev-installed
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
 # `make lab MOLMO_MODEL_ID=tiny` (or run-all) uses the tiny offline model.
@@ -23,19 +29,26 @@ export MOLMO_MODEL_ID
 MODEL_DEPS := tiny
 endif
 
-lab: setup $(MODEL_DEPS)
-	$(VENV)/bin/jupyter lab notebooks
+# Jupyter refuses to start as root unless told; containers and Colab-like machines run as root.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-test: setup
+lab: setup $(MODEL_DEPS)
+	$(VENV)/bin/jupyter lab $(ROOT_FLAG) notebooks
+
+test: dev
 	$(PY) -m pytest tests notebooks $(NBVAL)
 
 tiny: setup
 	$(PY) -m molmo_nb_utils.tiny downloaded_data/tiny-molmo2
 
-run-all: setup $(MODEL_DEPS)
+run-all: dev $(MODEL_DEPS)
 	$(PY) scripts/run_all.py
 
-lint: setup
+# Measured GPU memory and speed on random weights of the real shapes (CPU fallback without a GPU).
+gpu-check: setup
+	$(PY) scripts/gpu_check.py
+
+lint: dev
 	$(VENV)/bin/ruff check molmo_nb_utils tests scripts notebooks
 
 readme: setup

@@ -31,6 +31,7 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
 from molmo_nb_utils.grounding import nearest_index, time_to_frame
+from molmo_nb_utils.media import VideoFrames
 from molmo_nb_utils.paths import atomic_path
 
 if TYPE_CHECKING:
@@ -247,20 +248,26 @@ def _format_time(seconds: float) -> str:
 
 def frame_grid(
     frames: Any,
-    timestamps: Sequence[float] | None,
+    timestamps: Sequence[float] | None = None,
     *,
     points: Iterable[Point] | None = None,
     fps: float | None = None,
     cols: int = 4,
     width: int = 1024,
 ) -> Image.Image:
-    """Video frames in a grid ``width`` pixels wide, each captioned "t = 2.5 s" (and its frame number with fps).
+    """Video frames in a grid ``width`` pixels wide, each captioned "t = 2.5 s (frame 40)".
 
-    ``frames`` is an (N, H, W, 3) array or a list of arrays / PIL images. ``timestamps`` are their
-    times in seconds; with ``timestamps=None`` they are ``i / fps``. Each point (``Point.time``
-    set) is drawn on the frame whose timestamp is nearest to its time: Molmo2 writes the exact
-    times of the frames it was shown, so this is normally an exact match.
+    ``frames`` is the ``VideoFrames`` of ``sample_frames`` or an answer (``answer.video``): its
+    frames, with the times the model was told and their frame indices. Plain frames work too: an
+    (N, H, W, 3) array or a list of arrays / PIL images, with their ``timestamps`` in seconds (or
+    ``fps`` to number them ``i / fps``). Each point (``Point.time`` set) is drawn on the frame whose
+    timestamp is nearest to its time.
     """
+    indices = None
+    if isinstance(frames, VideoFrames):
+        if timestamps is not None:
+            raise ValueError("VideoFrames carry their own timestamps: pass the VideoFrames alone")
+        frames, timestamps, indices = frames.frames, frames.timestamps, frames.indices
     pictures = [_to_pil(f) for f in frames]
     if not pictures:
         raise ValueError("frame_grid needs at least one frame")
@@ -301,7 +308,8 @@ def frame_grid(
     draw = ImageDraw.Draw(grid)
     for i, (thumb, t) in enumerate(zip(thumbs, times, strict=True)):
         x, y = (i % cols) * (thumb_w + gap), (i // cols) * (cell_h + gap)
-        caption = f"t = {_format_time(t)} s" + (f" (frame {round(t * fps)})" if fps else "")
+        frame = indices[i] if indices is not None else round(t * fps) if fps else None
+        caption = f"t = {_format_time(t)} s" + ("" if frame is None else f" (frame {frame})")
         draw.text((x + 2, y + caption_h // 2), caption, fill=BLACK, font=_font(font_px), anchor="lm")
         grid.paste(thumb, (x, y + caption_h))
     return grid
@@ -503,7 +511,7 @@ def _decode_rgb(frame: av.VideoFrame, width: int, height: int, resize: bool) -> 
 
 
 def render_tracks_video(
-    video: str | os.PathLike,
+    video: str | os.PathLike | VideoFrames,
     points: Iterable[Point],
     out_path: str | os.PathLike,
     *,
@@ -513,11 +521,13 @@ def render_tracks_video(
 ) -> Path:
     """Draw tracks on every frame of ``video`` and save a browser-playable H.264 MP4 at its frame rate.
 
-    Frame-accurate: the sample at time t is drawn from frame ``time_to_frame(t, fps)`` (=
-    ``round(t * fps)``, the frame Molmo2 saw) until the next sample, the rule of
-    :func:`draw_tracks`. ``max_width`` scales wider videos down (points scale with them).
+    Frame-accurate: ``video`` is best the ``VideoFrames`` the model was shown (``answer.video``):
+    then the sample at time t is drawn from exactly the frame shown at t until the next sample
+    (the rule of :func:`draw_tracks`). Given a path, the frame is ``round(t * fps)``.
+    ``max_width`` scales wider videos down (points scale with them).
     """
-    path = Path(video)
+    seen = video if isinstance(video, VideoFrames) else None
+    path = seen.info.path if seen is not None else Path(video)
     tracks = _index_tracks(points)
     _check_trail(trail)
     with _open_video(path) as container:
@@ -533,7 +543,7 @@ def render_tracks_video(
             width, height = src_w // 2 * 2, src_h // 2 * 2
         resize = (width, height) != (src_w // 2 * 2, src_h // 2 * 2)
         scale = (width / src_w, height / src_h) if resize else (1.0, 1.0)
-        starts = [time_to_frame(t, fps) for t in tracks.times]
+        starts = [seen.frame_at(t) if seen else time_to_frame(t, fps) for t in tracks.times]
         style = _style(width, height)
 
         def annotated() -> Iterator[np.ndarray]:

@@ -284,18 +284,24 @@ def format_points(points: Iterable[Point], sizes: Any, label: str = "", tag: str
     return f'<{tag} coords="{coords}">{label}</{tag}>'
 
 
-def points_to_records(points: Iterable[Point], fps: float | None = None) -> list[dict[str, Any]]:
-    """Plain dicts (time, frame, id, x, y, image) for CSV/JSON; frame needs ``fps`` and a time."""
+def points_to_records(
+    points: Iterable[Point], fps: float | None = None, *, video: Any = None
+) -> list[dict[str, Any]]:
+    """Plain dicts (time, frame, id, x, y, image) for CSV/JSON.
+
+    ``frame`` is the video frame a point's time names: exact with ``video``, the ``VideoFrames``
+    the model was shown (``answer.video``); ``round(time * fps)`` with only ``fps``; else empty.
+    """
+
+    def frame(p: Point) -> int | None:
+        if p.time is None:
+            return None
+        if video is not None:
+            return video.frame_at(p.time)
+        return None if fps is None else time_to_frame(p.time, fps)
+
     return [
-        {
-            "time": p.time,
-            "frame": None if fps is None or p.time is None else time_to_frame(p.time, fps),
-            "id": p.id,
-            "x": p.x,
-            "y": p.y,
-            "image": p.image,
-        }
-        for p in points
+        {"time": p.time, "frame": frame(p), "id": p.id, "x": p.x, "y": p.y, "image": p.image} for p in points
     ]
 
 
@@ -330,11 +336,16 @@ def _suffix(path: Path, verb: str) -> str:
     return suffix
 
 
-def save_points(points: Iterable[Point], path: str | os.PathLike, fps: float | None = None) -> Path:
-    """Write points to a .csv or .json file (by suffix), atomically, so no half-written file remains."""
+def save_points(
+    points: Iterable[Point], path: str | os.PathLike, fps: float | None = None, *, video: Any = None
+) -> Path:
+    """Write points to a .csv or .json file (by suffix), atomically, so no half-written file remains.
+
+    ``video`` (the ``VideoFrames`` shown) or ``fps`` fills the frame column, see ``points_to_records``.
+    """
     path = Path(path)
     suffix = _suffix(path, "save_points")
-    records = points_to_records(points, fps)
+    records = points_to_records(points, fps, video=video)
     with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as file:
         if suffix == ".json":
             json.dump(records, file, indent=1)

@@ -1,4 +1,4 @@
-"""Load Molmo2 with transformers' native support and ask it questions.
+"""Load Molmo2 with transformers' native support, and check the hardware it runs on.
 
 transformers 5 ships ``Molmo2ForConditionalGeneration`` and ``Molmo2Processor``, so no
 ``trust_remote_code`` is needed. The model id comes from one place, the environment variable
@@ -17,15 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from molmo_nb_utils.paths import REPO_ROOT
+from molmo_nb_utils.vision_chunks import VISION_CHUNK, check_vision_chunk, chunk_vision
 
 DEFAULT_MODEL_ID = "allenai/Molmo2-4B"
 HUB_HOST = "huggingface.co"
-
-# What Molmo2 was trained with: 2 frames per second for QA and pointing, up to 384 frames.
-# Tracking works best with more frames per second (the model card uses 8).
-DEFAULT_FPS = 2.0
-DEFAULT_MAX_FRAMES = 384
-TRACKING_FPS = 8.0
 
 
 class ModelLoadError(OSError):
@@ -33,10 +28,6 @@ class ModelLoadError(OSError):
 
     An OSError, like the error transformers raises for a model it cannot find, so code that already
     catches that keeps working."""
-
-
-class OutOfMemoryAdvice(RuntimeError):
-    """The GPU ran out of memory during generation; the message says what to try next."""
 
 
 def model_id() -> str:
@@ -197,6 +188,7 @@ def load_model(
     dtype: str | None = None,
     quantization: str | None = None,
     device: str | None = None,
+    vision_chunk: int | None = VISION_CHUNK,
 ):
     """Load ``(model, processor)`` for a Hub id or a local folder (default: ``model_id()``).
 
@@ -204,10 +196,14 @@ def load_model(
     checkpoints are stored in float32, so leaving it to "auto" would double the memory.
     ``quantization`` is None, "8bit" or "4bit" (bitsandbytes, CUDA only), or "auto": the least
     quantization whose memory estimate fits this GPU (none on a CPU).
+    ``vision_chunk``: the vision encoder takes at most this many video frames or image crops at a time
+    (``vision_chunks.chunk_vision``): the same answers, and a peak set by the chunk instead of the whole
+    video; None encodes them all at once, as transformers does.
     """
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    check_vision_chunk(vision_chunk, "vision_chunk")  # before a long download
     name = str(name) if name is not None else model_id()
     source, local_only = _resolve(name)
     hw = detect_hardware()
@@ -233,6 +229,7 @@ def load_model(
             f"Could not load {name!r}: {str(err).splitlines()[0]} "
             "Check the model id or folder; Molmo2 needs transformers>=5.0 (pip install -U transformers)."
         ) from None
+    chunk_vision(model, vision_chunk)
     return model.eval(), processor
 
 
@@ -257,155 +254,3 @@ def load_model_config(name: str | os.PathLike | None = None):
     from transformers import AutoConfig
 
     return _load_part(AutoConfig, "config", name)
-
-
-# ---------------------------------------------------------------------------------------------
-# Asking questions
-
-
-def _load_visuals(messages: list[dict], fps: float | None, max_frames: int | None):
-    """Collect images (as RGB PIL) and videos (frames + metadata) in the order they appear."""
-    from molmo_utils import fetch_video
-
-    from molmo_nb_utils.media import download, load_image, video_info
-
-    images, videos = [], []
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, str):
-            continue
-        for item in content:
-            kind = item.get("type")
-            if kind == "image":
-                src = item.get("image", item.get("path", item.get("url")))
-                if isinstance(src, str) and src.startswith("file://"):
-                    src = src[len("file://") :]
-                images.append(load_image(src))
-            elif kind == "video":
-                src = str(item.get("video", item.get("path", item.get("url"))))
-                if src.startswith(("http://", "https://")):
-                    src = str(download(src))  # cached in downloaded_data/
-                video_info(src)  # a missing or unreadable file gets a clear error before decoding
-                ele = {
-                    "video": src,
-                    # Per-video knobs, in our names or in molmo_utils' own.
-                    "max_fps": item.get("fps", item.get("max_fps", fps or DEFAULT_FPS)),
-                    "num_frames": item.get(
-                        "max_frames", item.get("num_frames", max_frames or DEFAULT_MAX_FRAMES)
-                    ),
-                }
-                try:
-                    frames, meta = fetch_video(ele)
-                except Exception as err:  # decord / PyAV errors are long and cryptic
-                    raise ValueError(f"Could not read the video {src}: {err}") from None
-                videos.append((frames, meta))
-    return images, videos
-
-
-def _text_only(messages: list[dict]) -> list[dict]:
-    """The messages with media replaced by bare placeholders, for the chat template."""
-    out = []
-    for message in messages:
-        content = message["content"]
-        if not isinstance(content, str):
-            content = [{"type": c["type"]} if c.get("type") in ("image", "video") else c for c in content]
-        out.append({"role": message["role"], "content": content})
-    return out
-
-
-def prepare_inputs(
-    processor,
-    messages: list[dict],
-    *,
-    fps: float | None = None,
-    max_frames: int | None = None,
-    max_crops: int | None = None,
-):
-    """Turn chat messages into model inputs: the real prompt tokens, pixels and video timestamps.
-
-    Videos are decoded with ``molmo_utils`` (AllenAI's helper) and passed with their metadata,
-    so the timestamps the model sees are the real times of the sampled frames. ``fps`` and
-    ``max_frames`` trade detail for memory; ``max_crops`` does the same for images.
-    """
-    images, videos = _load_visuals(messages, fps, max_frames)
-    text = processor.apply_chat_template(_text_only(messages), tokenize=False, add_generation_prompt=True)
-    kwargs: dict[str, Any] = {"return_tensors": "pt"}
-    if images:
-        kwargs["images"] = images
-        if max_crops is not None:
-            kwargs["max_crops"] = max_crops
-    if videos:
-        kwargs["videos"] = [frames for frames, _ in videos]
-        kwargs["video_metadata"] = [meta for _, meta in videos]
-        kwargs["do_sample_frames"] = False
-    return processor(text=text, **kwargs)
-
-
-def visual_token_count(model_or_config, inputs) -> int:
-    """How many prompt positions are image/video patches: what the visual input costs."""
-    config = getattr(model_or_config, "config", model_or_config)
-    return int((inputs["input_ids"] == config.image_patch_id).sum())
-
-
-def _oom_advice(model, messages, fps, max_frames, max_crops) -> str:
-    """The next setting to try, from the settings this request actually used."""
-    from molmo_nb_utils.memory import next_setting_advice
-
-    kinds = {c.get("type") for m in messages if not isinstance(m["content"], str) for c in m["content"]}
-    if getattr(model, "is_loaded_in_4bit", False):
-        precision = "4bit"
-    elif getattr(model, "is_loaded_in_8bit", False):
-        precision = "8bit"
-    else:
-        precision = {"torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(model.dtype), "fp32")
-    advice = next_setting_advice(
-        fps=(fps or DEFAULT_FPS) if "video" in kinds else None,
-        max_frames=(max_frames or DEFAULT_MAX_FRAMES) if "video" in kinds else None,
-        max_crops=(max_crops or 8) if "image" in kinds else None,
-        precision=precision,
-    )
-    return f"The GPU ran out of memory while answering. {advice}"
-
-
-def chat(
-    model,
-    processor,
-    messages: list[dict],
-    *,
-    max_new_tokens: int = 256,
-    stream: bool = False,
-    fps: float | None = None,
-    max_frames: int | None = None,
-    max_crops: int | None = None,
-    **generate_kwargs,
-) -> str:
-    """Ask Molmo2 about the images/videos in ``messages`` and return the answer text.
-
-    ``messages`` look like the official examples:
-    ``[{"role": "user", "content": [{"type": "image", "image": "input/coins.jpg"},
-    {"type": "text", "text": "How many coins are there?"}]}]``. With ``stream=True`` the answer is
-    printed as it is written. Greedy decoding by default, so answers are reproducible.
-    """
-    import torch
-    from transformers import TextStreamer
-
-    inputs = prepare_inputs(processor, messages, fps=fps, max_frames=max_frames, max_crops=max_crops)
-    inputs = inputs.to(model.device)
-    for key in ("pixel_values", "pixel_values_videos"):
-        if key in inputs:
-            inputs[key] = inputs[key].to(model.dtype)
-    generate_kwargs.setdefault("do_sample", False)
-    if stream:
-        generate_kwargs["streamer"] = TextStreamer(
-            processor.tokenizer, skip_prompt=True, skip_special_tokens=True
-        )
-    try:
-        with torch.inference_mode():
-            output = model.generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
-    except torch.OutOfMemoryError:
-        del inputs
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        raise OutOfMemoryAdvice(_oom_advice(model, messages, fps, max_frames, max_crops)) from None
-    new_tokens = output[0, inputs["input_ids"].shape[1] :]
-    return processor.decode(new_tokens, skip_special_tokens=True).strip()

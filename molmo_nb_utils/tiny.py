@@ -34,22 +34,38 @@ MEDIA_TOKENS = [
 ]
 CHATML_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
-# Equivalent to the released template: media first ("Image N" before each image when there are
-# several), then the text, in ChatML turns.
+# The released template's behaviour (allenai/Molmo2-4B, rendered by apply_chat_template), written
+# anew: every image and video placeholder first, before any turn ("<|image|>" for one image,
+# "Image 1<|image|>Image 2<|image|>..." for several, then one "<|video|>" per video, counted over the
+# whole conversation); a message's text items joined by one space; the first user turn
+# "<|im_start|>user\n{text}<|im_end|>\n", an assistant turn " <|im_start|>assistant\n{text}" (leading
+# space, no end marker), a later user turn opening with "<|im_end|>\n"; roles must alternate user,
+# assistant, user, ... (no system turn), as in the released template.
 CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
-    "{%- if message['content'] is string -%}{{- message['content'] -}}"
-    "{%- else -%}"
-    "{%- set images = message['content'] | selectattr('type', 'equalto', 'image') | list -%}"
-    "{%- for item in images -%}"
-    "{%- if images | length > 1 -%}{{- 'Image ' + loop.index | string -}}{%- endif -%}"
-    "{{- '<|image|>' -}}"
+    "{%- set count = namespace(images=0, videos=0) -%}"
+    "{%- for message in messages if message['content'] is not string -%}"
+    "{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'image' -%}{%- set count.images = count.images + 1 -%}"
+    "{%- elif item['type'] == 'video' -%}{%- set count.videos = count.videos + 1 -%}{%- endif -%}"
     "{%- endfor -%}"
-    "{%- for item in message['content'] if item['type'] == 'video' -%}{{- '<|video|>' -}}{%- endfor -%}"
-    "{%- for item in message['content'] if item['type'] == 'text' -%}{{- item['text'] -}}{%- endfor -%}"
+    "{%- endfor -%}"
+    "{%- if count.images == 1 -%}{{- '<|image|>' -}}"
+    "{%- else -%}{%- for i in range(count.images) -%}{{- 'Image ' ~ (i + 1) ~ '<|image|>' -}}{%- endfor -%}"
     "{%- endif -%}"
-    "{{- '<|im_end|>\\n' -}}"
+    "{%- for i in range(count.videos) -%}{{- '<|video|>' -}}{%- endfor -%}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] != ('user' if loop.index0 % 2 == 0 else 'assistant') -%}"
+    "{{- raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') -}}"
+    "{%- endif -%}"
+    "{%- if message['content'] is string -%}{%- set text = message['content'] -%}"
+    "{%- else -%}"
+    "{%- set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') -%}"
+    "{%- endif -%}"
+    "{%- if message['role'] == 'user' -%}"
+    "{%- if not loop.first -%}{{- '<|im_end|>\\n' -}}{%- endif -%}"
+    "{{- '<|im_start|>user\\n' + text + '<|im_end|>\\n' -}}"
+    "{%- else -%}{{- ' <|im_start|>assistant\\n' + text -}}"
+    "{%- endif -%}"
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
 )

@@ -1,15 +1,17 @@
-"""Benchmark: exact video frames for Molmo2, ``sample_frames`` versus the article's OpenCV loop.
+"""Benchmark: the frames Molmo2 is shown, ``sample_frames`` versus the article's OpenCV loop.
 
-Why: drawing Molmo2's video points needs the exact frame at each timestamp, and fetching frames
-should not be slower than the usual recipe, an OpenCV seek per frame:
+Why: ``chat`` decodes a video's frames with ``sample_frames`` (molmo_utils' sampling rule, on a
+PyAV reader), and the drawings and scores use those same frames. Fetching them should not be
+slower than the usual recipe, an OpenCV seek per frame:
 
     cap.set(cv2.CAP_PROP_POS_FRAMES, idx); ok, frame = cap.read()
 
 The test video is made here once (``downloaded_data/bench/``): 60 s, 1280x720, 30 fps H.264 with
 a keyframe every 250 frames, a panning texture so that decoding costs what real footage costs,
 and each frame's own index written in it as an 11-bit stripe code (and as a number, for people).
-Reading the code back from a returned frame and comparing it with ``round(timestamp * fps)``
-gives each approach's timestamp error in frames.
+Every approach fetches the frames ``chat(..., max_frames=N)`` shows the model (``--frames N``,
+spread over the whole minute); reading the code back from each returned frame and comparing it
+with the frame index asked for gives each approach's error in frames.
 
     python scripts/benchmark_frames.py [--frames 16] [--repeats 3]
 
@@ -19,6 +21,7 @@ This is a script, not a test: timings depend on the machine and on what else run
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import platform
 import time
 from collections.abc import Callable
@@ -75,10 +78,9 @@ def read_index(frame: np.ndarray) -> int:
     return sum(1 << b for b in range(BITS) if band[:, b * STRIPE + 15 : (b + 1) * STRIPE - 15].mean() > 127)
 
 
-def article_opencv(path: Path, indices: list[int]) -> tuple[list[np.ndarray], list[float]]:
+def article_opencv(path: Path, indices: list[int]) -> tuple[list[np.ndarray], list[int]]:
     """The article's recipe: one seek and one read per wanted frame."""
     cap = cv2.VideoCapture(str(path))
-    fps = cap.get(cv2.CAP_PROP_FPS)
     frames = []
     for idx in indices:
         cap.set(cv2.CAP_PROP_POS_FRAMES, idx)
@@ -87,21 +89,21 @@ def article_opencv(path: Path, indices: list[int]) -> tuple[list[np.ndarray], li
             raise RuntimeError(f"OpenCV could not read frame {idx}")
         frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
     cap.release()
-    return frames, [i / fps for i in indices]
+    return frames, indices
 
 
-def decord_batch(path: Path, indices: list[int]) -> tuple[list[np.ndarray], list[float]]:
-    """What molmo_utils does: one decord reader, one get_batch call."""
+def decord_batch(path: Path, indices: list[int]) -> tuple[list[np.ndarray], list[int]]:
+    """One decord reader, one get_batch call (molmo_utils' reader when decord is installed)."""
     import decord
 
     reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-    return list(reader.get_batch(indices).asnumpy()), [i / reader.get_avg_fps() for i in indices]
+    return list(reader.get_batch(indices).asnumpy()), indices
 
 
-def ours(path: Path, num_frames: int) -> tuple[list[np.ndarray], list[float]]:
-    media._av_index_of.cache_clear()  # time a first call, not a cached one
-    frames, times = media.sample_frames(path, num_frames=num_frames)
-    return list(frames), times
+def ours(path: Path, max_frames: int) -> tuple[list[np.ndarray], list[int]]:
+    media._index_of.cache_clear()  # time a first call, not a cached one
+    seen = media.sample_frames(path, max_frames)
+    return list(seen.frames), seen.indices
 
 
 def measure(approaches: dict[str, Callable], repeats: int) -> dict[str, tuple[float, float, tuple]]:
@@ -118,36 +120,38 @@ def measure(approaches: dict[str, Callable], repeats: int) -> dict[str, tuple[fl
     return best
 
 
-def max_error(frames: list[np.ndarray], times: list[float]) -> int:
-    return max(abs(read_index(f) - round(t * FPS)) for f, t in zip(frames, times, strict=True))
+def max_error(frames: list[np.ndarray], indices: list[int]) -> int:
+    return max(abs(read_index(f) - i) for f, i in zip(frames, indices, strict=True))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--frames", type=int, default=16, help="frames to sample (default 16)")
+    parser.add_argument("--frames", type=int, default=16, help="frame budget, max_frames (default 16)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per approach; best is kept")
     args = parser.parse_args()
 
     path = make_video(paths.DATA_DIR / "bench" / f"index_{SECONDS}s_{HEIGHT}p{FPS}_gop{GOP}.mp4")
     info = media.video_info(path)
-    indices = media.frame_indices(info, num_frames=args.frames)
+    indices = media.sample_frames(path, args.frames).indices  # the frames the model is shown
     print(
         f"{path.name}: {info.num_frames} frames, {info.fps:g} fps, {info.width}x{info.height}, keyframe every {GOP}"
     )
     print(
-        f"{args.frames} frames, best of {args.repeats}; {media._cpu_count()} CPU cores ({platform.machine()})"
+        f"{len(indices)} frames (max_frames={args.frames}), best of {args.repeats}; "
+        f"{media._cpu_count()} CPU cores ({platform.machine()})"
     )
 
     approaches = {
-        "sample_frames (this package)": lambda: ours(path, args.frames),
+        "sample_frames (what chat uses)": lambda: ours(path, args.frames),
         "OpenCV seek loop (article)": lambda: article_opencv(path, indices),
-        "decord get_batch (molmo_utils)": lambda: decord_batch(path, indices),
     }
+    if importlib.util.find_spec("decord") is not None:
+        approaches["decord get_batch"] = lambda: decord_batch(path, indices)
     results = measure(approaches, args.repeats)
     article = results["OpenCV seek loop (article)"][0]
     print(f"\n{'approach':32s} {'best s':>7s} {'CPU s':>6s} {'vs article':>11s} {'max error (frames)':>19s}")
-    for name, (wall, cpu, (frames, times)) in results.items():
-        print(f"{name:32s} {wall:7.3f} {cpu:6.2f} {article / wall:10.2f}x {max_error(frames, times):19d}")
+    for name, (wall, cpu, (frames, got)) in results.items():
+        print(f"{name:32s} {wall:7.3f} {cpu:6.2f} {article / wall:10.2f}x {max_error(frames, got):19d}")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from molmo_nb_utils.drawing import (
     write_video,
 )
 from molmo_nb_utils.grounding import Point
+from molmo_nb_utils.media import sample_frames
 
 GRAY = (100, 100, 100)
 
@@ -183,6 +184,31 @@ def test_frame_grid_computes_times_from_fps_and_checks_lengths():
         frame_grid(frames, [0, 1, 2], points=[Point(1, 1, 1, image=1)])
 
 
+def test_frame_grid_of_video_frames_captions_the_real_frame_numbers(tmp_path, monkeypatch):
+    source = tmp_path / "ntsc.mp4"
+    make_video(source, fps=Fraction(30000, 1001), frames=40)  # 1.33 s at 29.97 fps
+    seen = sample_frames(source, fps=2)  # 0, 0.5, 1.0 and the end, 1.3347 s
+    captions = []
+    original = drawing.ImageDraw.ImageDraw.text
+    monkeypatch.setattr(
+        drawing.ImageDraw.ImageDraw,
+        "text",
+        lambda self, xy, text, **kw: captions.append(text) or original(self, xy, text, **kw),
+    )
+    out = frame_grid(seen, points=[Point(1, 80, 60, time=0.5)], cols=4, width=400)
+    # floor(0.5 * 29.97) = 14, floor(1.0 * 29.97) = 29, the end is clamped to the last frame, 39
+    assert [c for c in captions if c.startswith("t = ")] == [
+        "t = 0.0 s (frame 0)",
+        "t = 0.5 s (frame 14)",
+        "t = 1.0 s (frame 29)",
+        "t = 1.33 s (frame 39)",
+    ]
+    x, _ = centroid(out, color_for(1))
+    assert 100 < x < 200  # the second thumbnail
+    with pytest.raises(ValueError, match="carry their own timestamps"):
+        frame_grid(seen, seen.timestamps)
+
+
 # --- tracks ----------------------------------------------------------------------------------
 
 TRACKS = [
@@ -247,6 +273,18 @@ def test_render_tracks_video_is_browser_h264_and_frame_accurate(tmp_path):
     assert close_to(frames[10][60, 80], color_for(1), 60)  # round(1.0 * 10)
     assert close_to(frames[10][30, 120], BACKGROUND, 12)  # object 2 occluded
     assert close_to(frames[19][90, 120], color_for(1), 60)  # the last sample stays until the end
+
+
+def test_render_tracks_video_draws_on_the_frames_the_model_was_shown(tmp_path):
+    """At 29.97 fps the sample at 0.5 s shows frame 14 (floor(14.985)), not round(14.985) = 15."""
+    source = tmp_path / "ntsc.mp4"
+    make_video(source, fps=Fraction(30000, 1001), frames=40)
+    seen = sample_frames(source, fps=2)
+    tracks = [Point(1, 40, 40, time=0.5)]
+    frames, _ = decode(render_tracks_video(seen, tracks, tmp_path / "seen.mp4", progress=False))
+    assert close_to(frames[13][40, 40], BACKGROUND, 12) and close_to(frames[14][40, 40], color_for(1), 60)
+    frames, _ = decode(render_tracks_video(source, tracks, tmp_path / "path.mp4", progress=False))
+    assert close_to(frames[14][40, 40], BACKGROUND, 12)  # from a path: round(t * fps), one frame late
 
 
 def test_render_tracks_video_max_width_scales_frames_and_points(tmp_path):

@@ -401,6 +401,15 @@ def test_points_to_records():
     assert points_from_records(records) == MIXED
 
 
+def test_records_take_the_exact_frame_from_the_frames_shown():
+    class Shown:  # the part of VideoFrames that records use: at 29.97 fps, 0.5 s shows frame 14
+        def frame_at(self, time):
+            return {0.0: 0, 0.5: 14}[time]
+
+    records = points_to_records(MIXED, fps=30000 / 1001, video=Shown())
+    assert [r["frame"] for r in records] == [None, None, 0, 14]  # not round(0.5 * 29.97) = 15
+
+
 def test_points_from_bad_records():
     with pytest.raises(ValueError, match="record 1 is not a point"):
         points_from_records([{"id": 1, "x": 1, "y": 2}, {"x": 1, "y": 2}])

@@ -4,41 +4,13 @@ from __future__ import annotations
 
 import hashlib
 
-import av
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from molmo_nb_utils import loading
-from molmo_nb_utils.loading import (
-    ModelLoadError,
-    OutOfMemoryAdvice,
-    chat,
-    load_model,
-    prepare_inputs,
-    visual_token_count,
-)
+from molmo_nb_utils.loading import ModelLoadError, load_model
 from molmo_nb_utils.tiny import build_tiny_molmo2
-
-
-def _noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
-    return Image.fromarray(np.random.RandomState(seed).randint(0, 255, (height, width, 3), dtype=np.uint8))
-
-
-@pytest.fixture(scope="module")
-def video_path(tmp_path_factory):
-    """3 s at 10 fps, 160x120, H.264."""
-    path = tmp_path_factory.mktemp("video") / "clip.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
-        for i in range(30):
-            frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), i * 8, np.uint8), format="rgb24")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return path
 
 
 def test_tiny_checkpoint_loads_through_auto_classes(tiny_model_path):
@@ -75,104 +47,6 @@ def test_processor_has_the_released_settings(tiny_model_path):
     assert list(image.pooling_size) == [2, 2]
     assert list(video.pooling_size) == [3, 3]
     assert video.max_fps == 2
-
-
-def test_image_prompt_has_the_real_number_of_visual_tokens(tiny_model):
-    model, processor = tiny_model
-    messages = [
-        {
-            "role": "user",
-            "content": [
-                {"type": "image", "image": _noise_image(640, 480)},
-                {"type": "text", "text": "Describe."},
-            ],
-        }
-    ]
-    inputs = prepare_inputs(processor, messages)
-    # By hand: a crop is 378 px = 27 patches of 14 px; 4-patch margins leave a 19-patch (266 px) window.
-    # 640x480 minus the 8-patch (112 px) margins is 528x368 -> a 2x2 tiling -> 4 crops + 1 low-res view = 5.
-    assert int(inputs["image_num_crops"][0]) == 5
-    # Low-res view: 27x27 patches pooled 2x2 -> 14x14 = 196. High-res canvas: 2*266+112 = 644 px = 46
-    # patches per side, pooled 2x2 -> 23x23 = 529. Together 725 patch tokens.
-    assert visual_token_count(model, inputs) == 196 + 529
-    # One <im_col> per row of the high-res view only (the released processor has no columns on low-res).
-    col = processor.tokenizer.convert_tokens_to_ids("<im_col>")
-    assert int((inputs["input_ids"] == col).sum()) == 23
-
-
-def test_two_images_are_numbered_in_the_prompt(tiny_model):
-    _, processor = tiny_model
-    messages = [
-        {"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Hi"}]}
-    ]
-    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    assert "Image 1<|image|>Image 2<|image|>Hi" in text
-    assert text.endswith("<|im_start|>assistant\n")
-
-
-def test_video_prompt_uses_real_frame_times(tiny_model, video_path):
-    model, processor = tiny_model
-    messages = [
-        {
-            "role": "user",
-            "content": [
-                {"type": "video", "video": str(video_path)},
-                {"type": "text", "text": "What happens?"},
-            ],
-        }
-    ]
-    inputs = prepare_inputs(processor, messages)
-    # 2 fps over 3 s, first and last included: 0.0, 0.5, ..., 3.0 -> 7 frames of 27x27 patches pooled
-    # 3x3 -> 9x9 = 81 tokens each.
-    assert inputs["video_grids"].tolist() == [[7, 9, 9]]
-    assert visual_token_count(model, inputs) == 7 * 81
-    prompt = processor.decode(inputs["input_ids"][0])
-    for t in ["0.0", "0.5", "1.0", "1.5", "2.0", "2.5", "3.0"]:
-        assert f"{t} <im_start>" in prompt
-    fewer = prepare_inputs(processor, messages, fps=1.0)
-    assert fewer["video_grids"].tolist() == [[4, 9, 9]]
-    per_video = [{"role": "user", "content": [{"type": "video", "video": str(video_path), "max_frames": 3}]}]
-    assert prepare_inputs(processor, per_video)["video_grids"].tolist() == [[3, 9, 9]]
-
-
-@pytest.mark.parametrize("kind", ["image", "two_images", "video"])
-def test_chat_generates_text(tiny_model, video_path, tmp_path, kind):
-    model, processor = tiny_model
-    if kind == "video":
-        media = [{"type": "video", "video": str(video_path)}]
-    else:
-        path = tmp_path / "a.png"
-        _noise_image(300, 200).save(path)
-        media = [{"type": "image", "image": str(path)}]
-        if kind == "two_images":
-            media.append({"type": "image", "image": _noise_image(200, 300, seed=1)})
-    messages = [{"role": "user", "content": [*media, {"type": "text", "text": "Point to the cat."}]}]
-    answer = chat(model, processor, messages, max_new_tokens=8)
-    assert isinstance(answer, str)
-    inputs = prepare_inputs(processor, messages)
-    output = model.generate(**inputs, max_new_tokens=8, do_sample=False)
-    assert output.shape[1] > inputs["input_ids"].shape[1]  # generation ran
-    expected = processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
-    assert answer == expected
-
-
-def test_streaming_prints_the_answer(tiny_model, capsys):
-    model, processor = tiny_model
-    messages = [
-        {
-            "role": "user",
-            "content": [
-                {"type": "image", "image": _noise_image(100, 100)},
-                {"type": "text", "text": "What is this?"},
-            ],
-        }
-    ]
-    quiet = chat(model, processor, messages, max_new_tokens=6)
-    capsys.readouterr()
-    streamed = chat(model, processor, messages, max_new_tokens=6, stream=True)
-    printed = capsys.readouterr().out
-    assert streamed == quiet
-    assert printed.strip() == quiet
 
 
 def test_building_twice_gives_the_same_bytes(tmp_path):
@@ -242,31 +116,6 @@ def test_cpu_gets_float32():
     assert "No GPU" in loading.hardware_report()
 
 
-def test_out_of_memory_becomes_advice(tiny_model, monkeypatch):
-    model, processor = tiny_model
-
-    def boom(**kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-
-    monkeypatch.setattr(model, "generate", boom)
-    messages = [
-        {
-            "role": "user",
-            "content": [{"type": "image", "image": _noise_image(64, 64)}, {"type": "text", "text": "Hi"}],
-        }
-    ]
-    with pytest.raises(OutOfMemoryAdvice, match="ran out of memory") as info:
-        chat(model, processor, messages, fps=2.0, max_frames=64)
-    assert info.value.__cause__ is None and info.value.__suppress_context__
-
-
-def test_missing_video_in_chat(tiny_model, tmp_path):
-    model, processor = tiny_model
-    messages = [{"role": "user", "content": [{"type": "video", "video": str(tmp_path / "nope.mp4")}]}]
-    with pytest.raises(FileNotFoundError, match="nope.mp4"):
-        chat(model, processor, messages)
-
-
 def test_processor_and_config_load_without_weights(tiny_model_path):
     from molmo_nb_utils.loading import load_model_config, load_processor
 
@@ -294,15 +143,17 @@ def test_hub_check_asks_the_configured_endpoint(monkeypatch):
     assert len(seen) == 1
 
 
-def test_unreadable_video_in_chat(tiny_model, tmp_path):
-    model, processor = tiny_model
-    bad = tmp_path / "broken.mp4"
-    bad.write_bytes(b"this is not a video")
-    messages = [{"role": "user", "content": [{"type": "video", "video": str(bad)}]}]
-    with pytest.raises(ValueError, match="broken.mp4"):
-        chat(model, processor, messages)
-
-
 def test_auto_quantization_is_none_on_cpu(tiny_model_path):
     model, _ = load_model(tiny_model_path, quantization="auto")
     assert not getattr(model, "is_loaded_in_4bit", False) and model.dtype == torch.float32
+
+
+def test_vision_encoding_is_chunked_by_default(tiny_model_path):
+    from molmo_nb_utils.vision_chunks import VISION_CHUNK, vision_chunk_size
+
+    model, _ = load_model(tiny_model_path)
+    assert vision_chunk_size(model) == VISION_CHUNK == 8
+    model, _ = load_model(tiny_model_path, vision_chunk=None)
+    assert vision_chunk_size(model) is None
+    with pytest.raises(ValueError, match="vision_chunk must be >= 1"):
+        load_model("no/such-model-anywhere", vision_chunk=0)  # refused before any look-up
