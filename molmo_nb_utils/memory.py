@@ -1,12 +1,15 @@
 """GPU memory planner for Molmo2: will this model, precision and video or image setting fit on my GPU?
 
 Every figure is arithmetic on the architecture in transformers' `models/molmo2/modeling_molmo2.py` (5.x), so
-it works offline, before any weights are downloaded. Sizes are GiB (2**30 bytes), the unit torch.cuda and
-Colab report. These are estimates, not measurements: keep some headroom on a tight budget.
+it works offline, before any weights are downloaded (parameters are counted on the real modules built on the
+meta device). Sizes are GiB (2**30 bytes), the unit torch.cuda and Colab report. These are estimates:
+`make gpu-check` (scripts/gpu_check.py) measures them against real runs and writes notebooks/gpu_check.json.
+Keep some headroom on a tight budget.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping
@@ -14,7 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from molmo_nb_utils.vision_chunks import VISION_CHUNK, check_vision_chunk
+
 GIB = 2**30
+# Crops per image that the vision encoder takes together whatever the chunk: the high-resolution crops at the
+# released max_crops (their pooling windows overlap, see vision_chunks).
+IMAGE_CROPS = 8
 # CUDA context (~0.3-0.5 GiB outside PyTorch), cuBLAS workspaces and allocator fragmentation.
 OVERHEAD_GB = 0.75
 # Planning allowance for the chat template and a question, in tokens.
@@ -83,31 +91,37 @@ def load_config(config: Any):
 
 
 def count_parameters(config: Any) -> dict[str, int]:
-    """Parameters per part, by formula from the modules in modeling_molmo2.py (no model is built)."""
-    c = load_config(config)
-    t, v, a = c.text_config, c.vision_config, c.adapter_config
-    q, kv, h = t.num_attention_heads * t.head_dim, t.num_key_value_heads * t.head_dim, t.hidden_size
-    qk_norm = 2 * t.head_dim if t.qk_norm_type == "qwen3" else q + kv  # per head, or over the projection
-    # q/k/v (optional bias), o, q/k norms, gate/up/down MLP, two RMSNorms
-    layer = h * (2 * q + 2 * kv) + (q + 2 * kv) * t.attention_bias + qk_norm
-    layer += 3 * h * t.intermediate_size + 2 * h
-    vq, vkv, d = v.num_attention_heads * v.head_dim, v.num_key_value_heads * v.head_dim, v.hidden_size
-    # q/k/v/o with biases, fc1/fc2 with biases, two LayerNorms
-    vit_layer = d * (2 * vq + 2 * vkv) + (vq + 2 * vkv + d) * v.attention_bias
-    vit_layer += 2 * d * v.intermediate_size + v.intermediate_size + d + 4 * d
-    aq, akv = a.num_attention_heads * a.head_dim, a.num_key_value_heads * a.head_dim
-    pool_in = a.hidden_size * len(a.vision_feature_layer)  # the ViT layers the adapter reads, concatenated
-    pool = pool_in * (aq + 2 * akv) + aq * a.hidden_size + (aq + 2 * akv + a.hidden_size) * a.attention_bias
-    proj = 2 * a.intermediate_size * (a.hidden_size + a.mlp_bias) + a.intermediate_size * a.text_hidden_size
+    """Parameters per part (text_embeddings, llm_layers, lm_head, vision_tower, adapter) and their total,
+    counted on the real Molmo2 modules built on PyTorch's meta device: no memory, no download, ~0.1 s."""
+    return dict(_module_counts(load_config(config).to_json_string())[0])
+
+
+@functools.lru_cache(maxsize=32)
+def _module_counts(config_json: str) -> tuple[tuple[tuple[str, int], ...], int]:
+    """(parameters per part, weights of the language model's linear layers: what bitsandbytes quantizes).
+    Keyed by the config's JSON, so the planner's loops build each model once."""
+    import torch
+    from transformers import Molmo2Config, Molmo2ForConditionalGeneration
+
+    with torch.device("meta"):  # shapes only: no memory is allocated and nothing is initialised
+        model = Molmo2ForConditionalGeneration(Molmo2Config(**json.loads(config_json)))
+
+    def n(module) -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    lm = model.model.language_model
     parts = {
-        "text_embeddings": (t.vocab_size + t.additional_vocab_size) * h,
-        "llm_layers": t.num_hidden_layers * layer + h,  # + the final norm
-        "lm_head": h * t.vocab_size,  # the additional vocabulary is input-only
-        "vision_tower": (v.num_position_embeddings + v.patch_size**2 * v.num_channels + 1) * d
-        + v.num_hidden_layers * vit_layer,
-        "adapter": pool + proj,
+        "text_embeddings": n(lm.embed_tokens),  # the text vocabulary and Molmo2's additional tokens
+        "llm_layers": n(lm) - n(lm.embed_tokens),  # decoder layers and the final norm
+        "lm_head": n(model.lm_head),
+        "vision_tower": n(model.model.vision_tower),
+        "adapter": n(model.model.multi_modal_projector),
     }
-    return {**parts, "total": sum(parts.values())}
+    parts["total"] = n(model)
+    if parts["total"] != sum(parts.values()) - parts["total"]:
+        raise RuntimeError("Molmo2's modules changed: count_parameters' parts no longer add up to the model")
+    quantized = sum(m.weight.numel() for m in lm.modules() if isinstance(m, torch.nn.Linear))
+    return tuple(parts.items()), quantized
 
 
 @dataclass(frozen=True)
@@ -116,7 +130,7 @@ class MemoryEstimate:
     reads the prompt) and the end of decoding; the peak is weights + overhead + the largest of them."""
 
     weights_gb: float
-    kv_cache_gb: float  # at the end: prompt + new tokens
+    kv_cache_gb: float  # at the end: prompt + new tokens (on the CPU when kv_offload)
     vision_gb: float  # vision encoder working set (0 without media)
     prefill_gb: float  # LLM working set while reading the prompt, its KV cache not included
     overhead_gb: float
@@ -129,6 +143,9 @@ class MemoryEstimate:
     num_frames: int
     batch_size: int
     attn_implementation: str
+    vision_chunk: int | None = None  # crops/frames encoded at once; None: all
+    attention_mask_gb: float = 0.0  # the part of prefill_gb that grows with tokens squared
+    kv_offload: bool = False  # KV cache kept on the CPU, a few layers at a time on the GPU
 
     @property
     def activations_gb(self) -> float:
@@ -136,11 +153,15 @@ class MemoryEstimate:
 
     def table(self) -> str:
         media = f"{self.num_frames} frames" if self.num_frames else f"{self.num_crops} crops"
+        if self.num_frames + self.num_crops:
+            media += f", {self.vision_chunk} at a time" if self.vision_chunk else ", all at once"
+        kv_note = f"{self.prompt_tokens:,} prompt + {self.new_tokens:,} new tokens"
         rows = [
             ("weights", self.weights_gb, self.precision),
-            ("KV cache", self.kv_cache_gb, f"{self.prompt_tokens:,} prompt + {self.new_tokens:,} new tokens"),
+            ("KV cache", self.kv_cache_gb, kv_note + (", offloaded to the CPU" if self.kv_offload else "")),
             ("vision encoder", self.vision_gb, f"working set for {media}"),
             ("prefill", self.prefill_gb, f"working set, batch {self.batch_size}, {self.attn_implementation}"),
+            ("  of which mask", self.attention_mask_gb, "attention masks over every pair of prompt tokens"),
             ("overhead", self.overhead_gb, "CUDA context, allocator"),
             ("peak total", self.total_gb, f"reached during {self.peak_phase}"),
         ]
@@ -168,13 +189,19 @@ def estimate_memory(
     num_frames: int = 0,
     batch_size: int = 1,
     attn_implementation: str = "sdpa",
+    vision_chunk: int | None = VISION_CHUNK,
+    kv_offload: bool = False,
 ) -> MemoryEstimate:
-    """Peak GPU memory of model.generate(**inputs) for `prompt_tokens` input ids per sequence (from
-    count_prompt_tokens) with `num_crops` image crops (all images, global crops included) or `num_frames`."""
+    """Peak GPU memory of a `chat` call (model.generate with the pixels in the model's dtype) for
+    `prompt_tokens` input ids per sequence (from count_prompt_tokens) with `num_crops` image crops (all
+    images, global crops included) or `num_frames`. `vision_chunk`: crops or frames the vision encoder
+    takes at a time (chunk_vision; what load_model sets), None for transformers' all-at-once encoding.
+    `kv_offload`: generate(cache_implementation="offloaded"), the KV cache on the CPU but for a few layers."""
     counts = dict(
         prompt_tokens=prompt_tokens, new_tokens=new_tokens, num_crops=num_crops, num_frames=num_frames
     )
     _check(precision, batch_size=batch_size, **counts)
+    check_vision_chunk(vision_chunk, "vision_chunk")
     if num_crops and num_frames:
         raise ValueError("Molmo2 takes images or one video per prompt, not both: set num_crops or num_frames")
     if attn_implementation not in ("sdpa", "eager"):
@@ -186,25 +213,30 @@ def estimate_memory(
     weights = params * a
     if precision in QUANT_BYTES:
         # only the decoder's linear layers are quantized; ViT, adapter, embeddings and lm_head stay 16-bit
-        quantized = t.num_hidden_layers * t.hidden_size * (2 * t.num_attention_heads * t.head_dim)
-        quantized += t.num_hidden_layers * t.hidden_size * (2 * t.num_key_value_heads * t.head_dim)
-        quantized += t.num_hidden_layers * 3 * t.hidden_size * t.intermediate_size
+        quantized = _module_counts(c.to_json_string())[1]
         weights = quantized * QUANT_BYTES[precision] + (params - quantized) * a
     b, n_tok, h, inter = batch_size, prompt_tokens, t.hidden_size, t.intermediate_size
     # K and V of every layer
     kv_per_token = 2 * t.num_hidden_layers * t.num_key_value_heads * t.head_dim * a * b
     n, p, d = b * (num_crops + num_frames), v.num_position_embeddings, v.hidden_size  # crops, patches, width
-    # the processor's fp32 pixels stay on the GPU for the whole call, plus the 16-bit copy the ViT makes
-    inputs = n * p * v.patch_size**2 * v.num_channels * (4 if a == 4 else 4 + a)
+    # crops or frames in the vision encoder at once; an image's high-resolution crops always go together
+    chunk = n if vision_chunk is None else min(n, max(vision_chunk, IMAGE_CROPS if num_crops else 1))
+    # chat casts the processor's pixels to the model's dtype; generate keeps them for the whole call
+    inputs = n * p * v.patch_size**2 * v.num_channels * a
+    # the pooled visual features (at most one per prompt token), and their concatenation in the forward
+    pooled = 2 * b * n_tok * h * a if n else 0
+    # transformers returns the ViT's last hidden state of every crop with the model outputs: it lives
+    # through the prefill (chunk_vision does not keep it)
+    last_hidden = n * p * d * a if vision_chunk is None else 0
     vision = 0.0
     if n:
-        vision = inputs + b * n_tok * h * a  # + the prompt embeddings, computed before the vision encoder
+        vision = inputs + pooled + b * n_tok * h * a  # + the prompt embeddings, computed before the vision
         # the ViT keeps every layer's output (filter_output_hidden_states) until the adapter has read two
-        vision += (v.num_hidden_layers + 1) * n * p * d * a
+        vision += (v.num_hidden_layers + 1) * chunk * p * d * a
         # the largest temporary: ViT MLP (fc1 output + GELU + LayerNorm) or the adapter's gathered patches/k/v
-        vision += n * p * max(2 * v.intermediate_size + d, 8 * d) * a
+        vision += chunk * p * max(2 * v.intermediate_size + d, 8 * d) * a
         if attn_implementation == "eager":  # scores, fp32 softmax and its cast; SDPA never stores them
-            vision += n * v.num_attention_heads * p * p * (2 * a + 4)
+            vision += chunk * v.num_attention_heads * p * p * (2 * a + 4)
     # per decoder layer, freed before the next: MLP gate activation, up projection and their product ...
     mlp = 3 * b * n_tok * inter * a + (b * n_tok * inter * 4 if precision == "8bit" else 0)  # int8 -> int32
     # ... or attention: q/k/v, normed and rotated copies, k/v repeated for grouped-query heads, output
@@ -213,9 +245,11 @@ def estimate_memory(
         # image/frame tokens attend both ways, so a bool mask is built (no is_causal shortcut), and SDPA turns
         # it into an additive mask (+ a padded copy) at every layer
         mask, attn = b * n_tok**2, attn + 2 * b * n_tok**2 * a
+        masks = mask + 2 * b * n_tok**2 * a
     else:  # float mask; scores in the activation dtype and the fp32 softmax
         mask, attn = b * n_tok**2 * a, attn + b * t.num_attention_heads * n_tok**2 * (a + 4)
-    prefill = inputs + mask + max(mlp, attn)
+        masks = mask
+    prefill = inputs + pooled + last_hidden + mask + max(mlp, attn)
     # + embeddings, layer input, residual and its normed copy; RoPE cos/sin
     prefill += b * n_tok * (4 * h + 4 * t.head_dim) * a
     # + one dequantized weight at a time (bitsandbytes)
@@ -223,12 +257,20 @@ def estimate_memory(
     # + last-token logits (generate passes logits_to_keep=1) and their fp32 copy
     prefill += b * t.vocab_size * (a + 4)
     kv_prompt, kv_full = kv_per_token * n_tok, kv_per_token * (n_tok + new_tokens)
-    phases = {"the vision encoder": vision, "prefill": kv_prompt + prefill, "decoding": kv_full + inputs}
+    on_gpu_prompt, on_gpu_full = kv_prompt, kv_full
+    if kv_offload:  # the layer being computed, a copy growing by the new token, the next layer prefetched
+        on_gpu_prompt, on_gpu_full = (min(kv, 3 * kv // t.num_hidden_layers) for kv in (kv_prompt, kv_full))
+    phases = {
+        "the vision encoder": vision,
+        "prefill": on_gpu_prompt + prefill,
+        "decoding": on_gpu_full + inputs,
+    }
     peak = max(phases, key=phases.get)
     return MemoryEstimate(
         weights_gb=weights / GIB, kv_cache_gb=kv_full / GIB, vision_gb=vision / GIB, prefill_gb=prefill / GIB,
         overhead_gb=OVERHEAD_GB, total_gb=(weights + phases[peak]) / GIB + OVERHEAD_GB, peak_phase=peak,
-        precision=precision, batch_size=b, attn_implementation=attn_implementation, **counts,
+        precision=precision, batch_size=b, attn_implementation=attn_implementation, vision_chunk=vision_chunk,
+        attention_mask_gb=masks / GIB, kv_offload=kv_offload, **counts,
     )  # fmt: skip
 
 
@@ -321,9 +363,12 @@ def suggest_settings(
     candidates_fps: tuple[float, ...] = FPS_STEPS,
     candidates_max_frames: tuple[int, ...] = MAX_FRAMES_STEPS,
     candidates_max_crops: tuple[int, ...] = MAX_CROPS_STEPS,
+    vision_chunk: int | None = VISION_CHUNK,
+    kv_offload: bool = False,
 ) -> Suggestion:
     """Most frames (a video of `duration_s` seconds) or crops (`image_count` images of `image_size` (height,
-    width); worst case when None) whose estimate fits `budget_gb`; if none fits, which precision would."""
+    width); worst case when None) whose estimate fits `budget_gb`; if none fits, which precision would.
+    `vision_chunk` and `kv_offload` as in estimate_memory."""
     _check(precision, image_count=image_count, new_tokens=new_tokens)
     if not budget_gb > 0:
         raise ValueError(f"budget_gb must be > 0 GiB, got {budget_gb}")
@@ -346,7 +391,8 @@ def suggest_settings(
                     one_tokens, one_crops = _image_plan(*(image_size or (None, None)), max_crops)
                     tokens, crops = tokens + image_count * one_tokens, image_count * one_crops
                 est = estimate_memory(c, precision=precision, prompt_tokens=tokens, new_tokens=new_tokens,
-                                      num_crops=crops, num_frames=frames)  # fmt: skip
+                                      num_crops=crops, num_frames=frames, vision_chunk=vision_chunk,
+                                      kv_offload=kv_offload)  # fmt: skip
                 preference = (frames, fps or 0, max_frames or 0, max_crops or 0)
                 options.append((preference, fps, max_frames, max_crops, est))
     options.sort(key=lambda option: option[0], reverse=True)
@@ -364,8 +410,9 @@ def suggest_settings(
     advice = f"Does not fit: even {what} needs {need} at {precision}, more than {budget_gb:.1f} GiB."
     for smaller in [p for p in ("bf16", "8bit", "4bit") if _RANK[p] > _RANK[precision]]:
         kwargs = dict(
-            duration_s=duration_s, image_count=image_count, image_size=image_size, new_tokens=new_tokens
-        )
+            duration_s=duration_s, image_count=image_count, image_size=image_size, new_tokens=new_tokens,
+            vision_chunk=vision_chunk, kv_offload=kv_offload,
+        )  # fmt: skip
         other = suggest_settings(c, budget_gb, precision=smaller, candidates_fps=candidates_fps,
                                  candidates_max_frames=candidates_max_frames,
                                  candidates_max_crops=candidates_max_crops, **kwargs)  # fmt: skip

@@ -1,4 +1,4 @@
-"""The memory planner: parameter formulas against real modules, hand-computed figures, measured peaks."""
+"""The memory planner: parameter counts against real modules, hand-computed figures, measured peaks."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from molmo_nb_utils.memory import (
     suggest_settings,
     video_tokens_estimate,
 )
+from molmo_nb_utils.vision_chunks import chunk_vision
 
 M4B, M8B, O7B = "allenai/Molmo2-4B", "allenai/Molmo2-8B", "allenai/Molmo2-O-7B"
 
@@ -68,14 +69,31 @@ def _module_counts(model) -> dict[str, int]:
     "kwargs",
     [{}, {"qk_norm_type": "olmo", "norm_after": True}, {"attention_bias": True}, {"vit_layers": 5}],
 )
-def test_parameter_formula_equals_the_real_modules(kwargs):
+def test_parameter_parts_are_the_real_modules(kwargs):
     config = _tiny_config(**kwargs)
-    with torch.device("meta"):
-        model = Molmo2ForConditionalGeneration(config)
+    model = Molmo2ForConditionalGeneration(config)  # a real one, on the CPU, not the planner's meta model
     assert count_parameters(config) == _module_counts(model)
+    assert count_parameters(config)["total"] == sum(p.numel() for p in model.state_dict().values())
 
 
-def test_parameter_formula_reads_a_hub_style_config_folder(tmp_path):
+def test_molmo2_4b_parts_by_hand():
+    d, mlp = 1152, 4304  # the SigLIP ViT: 25 layers of q/k/v/o and fc1/fc2 with biases, two LayerNorms
+    vit_layer = 4 * (d * d + d) + (d * mlp + mlp) + (mlp * d + d) + 2 * 2 * d
+    # the adapter: attention pooling over the two ViT layers it reads (2 x 1152 in), then a SwiGLU to 2560
+    adapter = 3 * (2 * d * d + d) + (d * d + d) + 2 * d * 9728 + 9728 * 2560
+    # Qwen3-4B: q/k/v/o (32 and 8 heads of 128), q/k norms per head, SwiGLU 9728, two RMSNorms; final norm
+    llm_layer = 2560 * (2 * 4096 + 2 * 1024) + 2 * 128 + 3 * 2560 * 9728 + 2 * 2560
+    assert count_parameters(M4B) == {
+        "text_embeddings": (151_936 + 128) * 2560,  # the text vocabulary and 128 additional tokens
+        "llm_layers": 36 * llm_layer + 2560,
+        "lm_head": 2560 * 151_936,
+        "vision_tower": (729 + 588 + 1) * d + 25 * vit_layer,  # positions, patch embedding (+ bias)
+        "adapter": adapter,
+        "total": 4_850_869_200,
+    }
+
+
+def test_parameter_count_reads_a_hub_style_config_folder(tmp_path):
     # legacy keys of the released config.json: vit_config, image_num_pos, vit_layers counted from the end
     heads = {"num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 16}
     hub = {
@@ -163,27 +181,61 @@ def test_weights_by_precision():
 def test_peak_is_weights_plus_overhead_plus_the_largest_phase():
     text = estimate_memory(M4B, prompt_tokens=100, new_tokens=256)
     assert text.vision_gb == 0 and text.peak_phase == "decoding"
-    video = estimate_memory(M4B, prompt_tokens=10_000, num_frames=120)
+    video = estimate_memory(M4B, prompt_tokens=10_000, num_frames=120, vision_chunk=None)
     assert video.peak_phase == "the vision encoder"
     assert video.total_gb == pytest.approx(video.weights_gb + video.overhead_gb + video.vision_gb)
     assert video.activations_gb == max(video.vision_gb, video.prefill_gb)
     assert 0.5 <= video.overhead_gb <= 1
     # the ViT keeps all 26 hidden states of every frame: at least 26 x 120 x 729 x 1152 x 2 bytes
     assert video.vision_gb * GIB > 26 * 120 * 729 * 1152 * 2
-    eager = estimate_memory(M4B, prompt_tokens=10_000, num_frames=120, attn_implementation="eager")
+    eager = estimate_memory(
+        M4B, prompt_tokens=10_000, num_frames=120, attn_implementation="eager", vision_chunk=None
+    )
     assert eager.vision_gb > video.vision_gb and eager.prefill_gb > video.prefill_gb
     table = str(video)
-    for word in (
-        "weights",
-        "KV cache",
-        "vision encoder",
-        "prefill",
-        "overhead",
-        "peak total",
-        "120 frames",
-        "GiB",
-    ):
+    for word in ("weights", "KV cache", "vision encoder", "prefill", "mask", "overhead", "peak total", "GiB"):
         assert word in table
+    assert "120 frames, all at once" in table
+
+
+def test_chunked_vision_sets_the_peak_by_the_chunk_not_the_video():
+    def vision(frames, chunk):
+        return estimate_memory(M4B, prompt_tokens=100 * frames, num_frames=frames, vision_chunk=chunk)
+
+    # 8 frames at a time: the 26 hidden states of 8 frames, not of 120 (26 x 8 x 729 x 1152 x 2 bytes = 0.3 GiB)
+    chunked, whole = vision(120, 8), vision(120, None)
+    assert chunked.vision_gb * GIB > 26 * 8 * 729 * 1152 * 2 and chunked.vision_gb < whole.vision_gb / 5
+    assert chunked.peak_phase == "prefill" and chunked.total_gb < whole.total_gb
+    assert "8 at a time" in str(chunked)
+    # what still grows with the video in the vision phase is small: pixels, prompt embeddings, pooled features
+    growth = vision(240, 8).vision_gb - chunked.vision_gb
+    assert 0 < growth < 0.5 and vision(240, None).vision_gb - whole.vision_gb > 5
+    # a chunk as large as the video, or a video shorter than the chunk, is the same working set in the ViT
+    assert vision(8, 8).vision_gb == vision(8, 100).vision_gb
+    # an image's 8 high-resolution crops always go through together
+    images = [estimate_memory(M4B, prompt_tokens=2000, num_crops=18, vision_chunk=c) for c in (1, 8, None)]
+    assert images[0].vision_gb == images[1].vision_gb < images[2].vision_gb
+    # without chunking, transformers keeps the ViT's last hidden state of every frame through the prefill
+    assert whole.prefill_gb - chunked.prefill_gb == pytest.approx(120 * 729 * 1152 * 2 / GIB)
+    for bad, error in ((0, ValueError), (-8, ValueError), (2.5, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="vision_chunk"):
+            estimate_memory(M4B, prompt_tokens=10, num_frames=4, vision_chunk=bad)
+
+
+def test_kv_offload_keeps_a_few_layers_on_the_gpu():
+    kv = dict(prompt_tokens=20_000, new_tokens=0, num_frames=200)
+    on_gpu, offloaded = estimate_memory(M4B, **kv), estimate_memory(M4B, kv_offload=True, **kv)
+    assert on_gpu.kv_cache_gb == offloaded.kv_cache_gb  # the same cache, elsewhere
+    # 3 of Molmo2-4B's 36 layers of K and V stay on the GPU: the peak drops by 33/36 of the prompt's cache
+    assert on_gpu.total_gb - offloaded.total_gb == pytest.approx(on_gpu.kv_cache_gb * 33 / 36)
+    assert "offloaded to the CPU" in str(offloaded)
+
+
+def test_attention_mask_grows_with_tokens_squared():
+    # SDPA: the bool mask (1 byte) and, in every layer, its additive 16-bit copy and the kernel's padded copy
+    est = estimate_memory(M4B, prompt_tokens=10_000, new_tokens=0)
+    assert est.attention_mask_gb * GIB == 10_000**2 * (1 + 2 * 2)
+    assert est.attention_mask_gb < est.prefill_gb
 
 
 @lru_cache
@@ -229,13 +281,12 @@ class _LiveTensors(TorchDispatchMode):
         return out
 
 
-@pytest.mark.parametrize("frames, text_tokens, mlp_width", [(4, 40, 1024), (1, 1600, 1024), (1, 1600, 4096)])
-def test_estimate_follows_the_measured_peak_of_a_forward_pass(frames, text_tokens, mlp_width):
-    """A small Molmo2 in fp32 on CPU, its peak set by the vision encoder (4 frames), by prefill attention
-    (1,600 text tokens) or by the prefill MLP (the same with a 4x wider MLP)."""
+def _forward_peak(frames: int, text_tokens: int, mlp_width: int, chunk: int | None):
+    """(measured GiB, estimate) of one forward pass of a small Molmo2 in fp32 on the CPU: the bytes of tensors
+    alive at once, as torch.cuda.max_memory_allocated would count them, weights not included."""
     torch.manual_seed(0)
     config = _tiny_config(256, 256, vit_layers=6, intermediate_size=mlp_width, num_attention_heads=8)
-    model = Molmo2ForConditionalGeneration(config).eval()
+    model = chunk_vision(Molmo2ForConditionalGeneration(config).eval(), chunk)
     grid = torch.arange(729).reshape(9, 3, 9, 3).permute(0, 2, 1, 3).reshape(81, 9)  # 3x3 pooling windows
     ids = [5] * (text_tokens // 2) + [304, *[302] * 81, 305] * frames + [6] * (text_tokens - text_tokens // 2)
     input_ids = torch.tensor([ids])
@@ -252,14 +303,40 @@ def test_estimate_follows_the_measured_peak_of_a_forward_pass(frames, text_token
     tracker = _LiveTensors(ignore)
     with torch.no_grad(), tracker:
         model(**inputs, use_cache=True, logits_to_keep=1)
-    est = estimate_memory(config, precision="fp32", prompt_tokens=len(ids), new_tokens=0, num_frames=frames)
+    est = estimate_memory(
+        config, precision="fp32", prompt_tokens=len(ids), new_tokens=0, num_frames=frames, vision_chunk=chunk
+    )
     pixels = frames * 729 * 588 * 4  # inputs the tracker does not see
     # SDPA turns the bool mask into an additive one (tokens^2 x 4 bytes); CUDA's memory-efficient kernel then
     # pads that to a multiple of 16 columns, a second copy that CPU kernels do not make
     on_cuda = max(tracker.peak, tracker.in_attention + len(ids) ** 2 * 4)
-    measured = (on_cuda + pixels) / GIB
+    return (on_cuda + pixels) / GIB, est
+
+
+@pytest.mark.parametrize(
+    "frames, text_tokens, mlp_width, chunk",
+    [
+        (4, 40, 1024, None),
+        (1, 1600, 1024, None),
+        (1, 1600, 4096, None),
+        (12, 40, 1024, None),
+        (12, 40, 1024, 3),
+    ],
+)
+def test_estimate_follows_the_measured_peak_of_a_forward_pass(frames, text_tokens, mlp_width, chunk):
+    """Peaks set by the vision encoder (4 or 12 frames, all at once or 3 at a time), by prefill attention
+    (1,600 text tokens) or by the prefill MLP (the same with a 4x wider MLP)."""
+    measured, est = _forward_peak(frames, text_tokens, mlp_width, chunk)
     assert est.peak_phase == ("the vision encoder" if frames > 1 else "prefill")
     assert 0.97 * measured <= est.total_gb - est.weights_gb - est.overhead_gb <= 1.25 * measured
+
+
+def test_chunked_vision_lowers_the_measured_peak_as_the_planner_says():
+    whole, whole_est = _forward_peak(12, 40, 1024, None)
+    chunked, chunked_est = _forward_peak(12, 40, 1024, 3)
+    assert chunked < whole / 2  # 3 frames' hidden states at a time instead of 12
+    saved, planned = whole - chunked, whole_est.total_gb - chunked_est.total_gb
+    assert saved == pytest.approx(planned, rel=0.1)
 
 
 def _fake_processor():
@@ -366,14 +443,22 @@ def test_suggestions_grow_with_the_budget():
 
 def test_suggestion_is_the_largest_that_fits():
     t4 = 14.74  # a Colab T4 as torch.cuda reports it
-    s = suggest_settings(M4B, t4, precision="fp16", duration_s=60)
-    assert s.fits and s.estimate.total_gb <= t4 and s.advice.startswith("Fits: ")
-    assert f"max_frames={s.max_frames}" in s.advice
-    # the next larger frame cap does not fit
-    larger = min(f for f in (384, 128, 64, 32, 16, 8) if f > s.max_frames)
-    frames = min(larger, 121)  # 60 s at 2 fps: 121 frames, first and last included
-    tokens = video_tokens_estimate(frames, fps=frames / 60) + memory.PROMPT_TEXT_TOKENS
-    assert estimate_memory(M4B, precision="fp16", prompt_tokens=tokens, num_frames=frames).total_gb > t4
+    for chunk in (None, 8):
+        s = suggest_settings(M4B, t4, precision="fp16", duration_s=120, vision_chunk=chunk)
+        assert s.fits and s.estimate.total_gb <= t4 and s.advice.startswith("Fits: ")
+        assert f"max_frames={s.max_frames}" in s.advice and s.estimate.vision_chunk == chunk
+        # the next larger frame cap does not fit
+        larger = min(f for f in (384, 128, 64, 32, 16, 8) if f > s.max_frames)
+        frames = min(larger, 241)  # 120 s at 2 fps: 241 frames, first and last included
+        tokens = video_tokens_estimate(frames, fps=frames / 120) + memory.PROMPT_TEXT_TOKENS
+        kwargs = dict(prompt_tokens=tokens, num_frames=frames, vision_chunk=chunk)
+        assert estimate_memory(M4B, precision="fp16", **kwargs).total_gb > t4
+    # chunked vision encoding lets the T4 see twice the frames (128 instead of 64)
+    assert suggest_settings(M4B, t4, precision="fp16", duration_s=120).max_frames == 128
+    assert suggest_settings(M4B, t4, precision="fp16", duration_s=120, vision_chunk=None).max_frames == 64
+    # and with the KV cache offloaded, all 241 frames of 2 minutes at 2 fps
+    offloaded = suggest_settings(M4B, t4, precision="fp16", duration_s=120, kv_offload=True)
+    assert offloaded.fits and offloaded.estimate.num_frames == 241 and offloaded.estimate.kv_offload
     text = suggest_settings(M4B, t4)
     assert text.fits and (text.fps, text.max_frames, text.max_crops) == (None, None, None)
     sized = suggest_settings(M4B, 10.5, image_count=1, image_size=(480, 640))

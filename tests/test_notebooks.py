@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 import nbformat
 import pytest
 
 from molmo_nb_utils.paths import REPO_ROOT
 
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+from make_readme_table import memory_cell  # noqa: E402
+
 CATALOG = json.loads((REPO_ROOT / "notebooks" / "catalog.json").read_text())
+CHECKS = json.loads((REPO_ROOT / "notebooks" / "gpu_check.json").read_text())
 ENTRIES = {entry["file"]: entry for entry in CATALOG["notebooks"]}
 
 
@@ -31,7 +36,8 @@ def test_opening_matches_the_catalog(notebook):
     assert first.source.startswith(f"# {entry['title']}\n")
     badge = f"colab.research.google.com/github/{CATALOG['repository']}/blob/{CATALOG['branch']}/notebooks/{entry['file']}"
     assert badge in first.source
-    assert f"**GPU memory needed:** {entry['gpu_memory']}" in first.source
+    # the same memory figure as the README's table: measured where make gpu-check measured it, else estimated
+    assert f"**GPU memory needed:** {memory_cell(entry['memory'], CHECKS)}." in first.source
     assert "You will learn" in first.source
 
 

@@ -1,4 +1,4 @@
-"""The README's notebook table is generated from notebooks/catalog.json and kept current."""
+"""The README's notebook table is generated from notebooks/catalog.json and notebooks/gpu_check.json."""
 
 from __future__ import annotations
 
@@ -19,12 +19,31 @@ START, END = "<!-- notebooks-table:start -->", "<!-- notebooks-table:end -->"
 BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 
 
+SPEC = {"model": "allenai/Molmo2-4B", "precision": "bf16", "settings": ["one image"]}
+# What gpu_check.json holds: the planner's figures for each lesson setting ...
+CHECKS = {
+    "lesson_estimates": [
+        {"model": "allenai/Molmo2-4B", "precision": p, "setting": s, "estimated_total_gib": gib}
+        for p, s, gib in [("bf16", "one image", 1.04), ("bf16", "video", 2.16), ("4bit", "one image", 0.5)]
+    ]
+}
+# ... and, after `make gpu-check` on a GPU, what was measured there
+MEASURED = {
+    "device": "NVIDIA L4, 22.0 GiB",
+    "rows": [
+        {"model": "allenai/Molmo2-4B", "precision": "bf16", "setting": "one image", "measured_gib": 0.96},
+        {"model": "allenai/Molmo2-4B", "precision": "bf16", "setting": "video", "error": "OutOfMemoryError"},
+    ],
+}
+
+
 def _catalog(*files: str) -> dict:
     return {
         "repository": "someone/repo",
         "branch": "dev",
         "notebooks": [
-            {"file": f, "title": f"Title {f[:2]}", "teaches": f"Lesson {f[:2]}", "gpu_memory": "~1 GB"}
+            {"file": f, "title": f"Title {f[:2]}", "teaches": f"Lesson {f[:2]}"}
+            | {"memory": SPEC}
             for f in files
         ],
     }
@@ -38,9 +57,11 @@ def _readme(block: str) -> str:
 EXPECTED = (
     "| # | Notebook | What it teaches | GPU memory | Colab |\n"
     "|---|---|---|---|---|\n"
-    f"| 00 | [Title 00](notebooks/00_a.ipynb) | Lesson 00 | ~1 GB | [![Open In Colab]({BADGE})]"
+    "| 00 | [Title 00](notebooks/00_a.ipynb) | Lesson 00 | ~1.0 GiB estimated (4B, one image, bf16) | "
+    f"[![Open In Colab]({BADGE})]"
     "(https://colab.research.google.com/github/someone/repo/blob/dev/notebooks/00_a.ipynb) |\n"
-    f"| 01 | [Title 01](notebooks/01_b.ipynb) | Lesson 01 | ~1 GB | [![Open In Colab]({BADGE})]"
+    "| 01 | [Title 01](notebooks/01_b.ipynb) | Lesson 01 | ~1.0 GiB estimated (4B, one image, bf16) | "
+    f"[![Open In Colab]({BADGE})]"
     "(https://colab.research.google.com/github/someone/repo/blob/dev/notebooks/01_b.ipynb) |\n"
 )
 
@@ -48,18 +69,37 @@ EXPECTED = (
 # --- the committed files -------------------------------------------------------------------------
 
 
-def test_committed_readme_table_matches_catalog():
+def _committed() -> tuple[dict, dict]:
     catalog = json.loads((REPO / "notebooks" / "catalog.json").read_text(encoding="utf-8"))
+    return catalog, json.loads((REPO / "notebooks" / "gpu_check.json").read_text(encoding="utf-8"))
+
+
+def test_committed_readme_table_matches_catalog_and_measurements():
+    catalog, checks = _committed()
     block = mrt.current_block((REPO / "README.md").read_text(encoding="utf-8"))
-    assert block == mrt.render_table(catalog), "README.md's table is stale: run `make readme`"
+    assert block == mrt.render_table(catalog, checks), "README.md's table is stale: run `make readme`"
+
+
+def test_committed_memory_column_says_where_each_figure_comes_from():
+    catalog, checks = _committed()
+    block = mrt.current_block((REPO / "README.md").read_text(encoding="utf-8"))
+    gpu_rows = checks.get("cuda", {}).get("rows", [])
+    measured = {(r["model"], r["precision"], r["setting"]) for r in gpu_rows if "error" not in r}
+    for entry in catalog["notebooks"]:
+        spec, cell = entry["memory"], mrt.memory_cell(entry["memory"], checks)
+        assert cell in block
+        if all((spec["model"], spec["precision"], s) in measured for s in spec["settings"]):
+            assert " measured on " in cell
+        else:  # no GPU measurement: the planner's figure, and the cell says so
+            assert " estimated (" in cell and "measured" not in cell
 
 
 def test_every_notebook_is_in_the_catalog_and_back():
-    catalog = json.loads((REPO / "notebooks" / "catalog.json").read_text(encoding="utf-8"))
+    catalog, checks = _committed()
     listed = sorted(entry["file"] for entry in catalog["notebooks"])
     on_disk = sorted(p.name for p in (REPO / "notebooks").glob("*.ipynb"))
     assert listed == on_disk
-    assert mrt.check((REPO / "README.md").read_text(encoding="utf-8"), catalog, on_disk) == []
+    assert mrt.check((REPO / "README.md").read_text(encoding="utf-8"), catalog, on_disk, checks) == []
 
 
 def test_check_command_passes_on_the_repo(capsys):
@@ -71,15 +111,62 @@ def test_check_command_passes_on_the_repo(capsys):
 
 
 def test_render_table_exact():
-    assert mrt.render_table(_catalog("00_a.ipynb", "01_b.ipynb")) == EXPECTED
+    assert mrt.render_table(_catalog("00_a.ipynb", "01_b.ipynb"), CHECKS) == EXPECTED
 
 
 def test_render_table_escapes_pipes_and_line_breaks():
     catalog = _catalog("03_x.ipynb")
     catalog["notebooks"][0]["teaches"] = "A | B\nC"
-    row = mrt.render_table(catalog).splitlines()[2]
+    row = mrt.render_table(catalog, CHECKS).splitlines()[2]
     assert r"| A \| B C |" in row
     assert row.count(" | ") == 4  # still five cells
+
+
+# --- the memory column ---------------------------------------------------------------------------
+
+
+def test_memory_cell_says_estimated_without_a_gpu_measurement():
+    assert mrt.memory_cell(SPEC, CHECKS) == "~1.0 GiB estimated (4B, one image, bf16)"
+    both = SPEC | {"settings": ["one image", "video"]}
+    assert mrt.memory_cell(both, CHECKS) == "~1.0-2.2 GiB estimated (4B, one image to video, bf16)"
+    lead = {"before": "none for the planner; to try 4-bit:", **SPEC, "precision": "4bit"}
+    assert (
+        mrt.memory_cell(lead, CHECKS)
+        == "none for the planner; to try 4-bit: ~0.5 GiB estimated (4B, one image, 4bit)"
+    )
+
+
+def test_memory_cell_shows_the_measured_figure_and_the_gpu():
+    checks = CHECKS | {"cuda": MEASURED}
+    assert mrt.memory_cell(SPEC, checks) == "1.0 GiB measured on NVIDIA L4 (4B, one image, bf16)"
+    # a row that failed on the GPU (out of memory) is no measurement: the estimate stands, and says so
+    assert mrt.memory_cell(SPEC | {"settings": ["video"]}, checks) == "~2.2 GiB estimated (4B, video, bf16)"
+    # measured and estimated together would hide which is which: the whole cell is an estimate
+    mixed = mrt.memory_cell(SPEC | {"settings": ["one image", "video"]}, checks)
+    assert mixed == "~1.0-2.2 GiB estimated (4B, one image to video, bf16)"
+    catalog = _catalog("00_a.ipynb")
+    assert "| 1.0 GiB measured on NVIDIA L4 (4B, one image, bf16) |" in mrt.render_table(catalog, checks)
+
+
+def test_memory_cell_for_a_setting_without_figures_says_what_to_run():
+    with pytest.raises(
+        ValueError, match="no figure for allenai/Molmo2-4B, bf16, 'two hours'.*make gpu-check"
+    ):
+        mrt.memory_cell(SPEC | {"settings": ["two hours"]}, CHECKS)
+    catalog = _catalog("00_a.ipynb")
+    catalog["notebooks"][0]["memory"] = SPEC | {"settings": ["two hours"]}
+    problems = mrt.check(_readme(EXPECTED), catalog, ["00_a.ipynb"], CHECKS)
+    assert len(problems) == 1 and "no figure for" in problems[0]
+
+
+def test_check_reports_an_entry_without_memory_rows():
+    catalog = _catalog("00_a.ipynb")
+    del catalog["notebooks"][0]["memory"]
+    problems = mrt.check(_readme(EXPECTED), catalog, ["00_a.ipynb"], CHECKS)
+    assert problems == [
+        "catalog.json notebook #0 (00_a.ipynb) needs 'memory': {'model': ..., 'precision': ..., 'settings': "
+        "[...]} naming the gpu_check.json rows its memory column shows"
+    ]
 
 
 # --- check -----------------------------------------------------------------------------------------
@@ -87,50 +174,53 @@ def test_render_table_escapes_pipes_and_line_breaks():
 
 def test_check_good_readme_has_no_problems():
     files = ["00_a.ipynb", "01_b.ipynb"]
-    assert mrt.check(_readme(EXPECTED), _catalog(*files), files) == []
+    assert mrt.check(_readme(EXPECTED), _catalog(*files), files, CHECKS) == []
 
 
 def test_check_reports_stale_table():
     files = ["00_a.ipynb", "01_b.ipynb"]
     stale = EXPECTED.replace("Lesson 01", "Old lesson")
-    problems = mrt.check(_readme(stale), _catalog(*files), files)
+    problems = mrt.check(_readme(stale), _catalog(*files), files, CHECKS)
     assert len(problems) == 1 and "make readme" in problems[0]
 
 
 def test_check_reports_empty_block_as_stale():
-    problems = mrt.check(_readme(""), _catalog("00_a.ipynb"), ["00_a.ipynb"])
+    problems = mrt.check(_readme(""), _catalog("00_a.ipynb"), ["00_a.ipynb"], CHECKS)
     assert any("differs" in p for p in problems)
 
 
 def test_check_reports_notebook_missing_from_catalog():
     problems = mrt.check(
-        _readme(EXPECTED), _catalog("00_a.ipynb", "01_b.ipynb"), ["00_a.ipynb", "01_b.ipynb", "02_c.ipynb"]
+        _readme(EXPECTED),
+        _catalog("00_a.ipynb", "01_b.ipynb"),
+        ["00_a.ipynb", "01_b.ipynb", "02_c.ipynb"],
+        CHECKS,
     )
     assert problems == [
-        "notebooks/02_c.ipynb is not in catalog.json: add an entry with file, title, teaches, gpu_memory"
+        "notebooks/02_c.ipynb is not in catalog.json: add an entry with file, title, teaches"
     ]
 
 
 def test_check_reports_catalog_entry_without_notebook():
-    problems = mrt.check(_readme(EXPECTED), _catalog("00_a.ipynb", "01_b.ipynb"), ["00_a.ipynb"])
+    problems = mrt.check(_readme(EXPECTED), _catalog("00_a.ipynb", "01_b.ipynb"), ["00_a.ipynb"], CHECKS)
     assert len(problems) == 1 and "lists 01_b.ipynb but notebooks/01_b.ipynb does not exist" in problems[0]
 
 
 def test_check_reports_entry_without_file():
     catalog = _catalog("00_a.ipynb")
     del catalog["notebooks"][0]["file"]
-    problems = mrt.check(_readme(EXPECTED), catalog, ["00_a.ipynb"])
+    problems = mrt.check(_readme(EXPECTED), catalog, ["00_a.ipynb"], CHECKS)
     assert "catalog.json notebook #0 has no 'file'" in problems
     assert "notebooks/00_a.ipynb is not in catalog.json" in " ".join(problems)
 
 
 def test_check_reports_missing_fields_and_duplicates():
     catalog = _catalog("00_a.ipynb", "00_a.ipynb")
-    catalog["notebooks"][1]["gpu_memory"] = " "
+    catalog["notebooks"][1]["teaches"] = " "
     del catalog["branch"]
-    problems = mrt.check(_readme(EXPECTED), catalog, ["00_a.ipynb"])
+    problems = mrt.check(_readme(EXPECTED), catalog, ["00_a.ipynb"], CHECKS)
     assert "catalog.json has no 'branch'" in problems
-    assert "catalog.json notebook #1 (00_a.ipynb) has no 'gpu_memory'" in problems
+    assert "catalog.json notebook #1 (00_a.ipynb) has no 'teaches'" in problems
     assert "catalog.json notebook #1 (00_a.ipynb): 00_a.ipynb is listed twice" in problems
 
 
@@ -143,7 +233,7 @@ def test_check_reports_missing_fields_and_duplicates():
     ],
 )
 def test_check_reports_bad_markers(text, found):
-    problems = mrt.check(text, _catalog("00_a.ipynb"), ["00_a.ipynb"])
+    problems = mrt.check(text, _catalog("00_a.ipynb"), ["00_a.ipynb"], CHECKS)
     assert len(problems) == 1 and START in problems[0] and found in problems[0]
     with pytest.raises(ValueError, match=found):
         mrt.replace_block(text, EXPECTED)
@@ -155,10 +245,10 @@ def test_check_reports_bad_markers(text, found):
 def test_write_readme_replaces_only_the_block(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(_readme("| old table |\n\nwith text\n"), encoding="utf-8")
-    mrt.write_readme(readme, _catalog("00_a.ipynb", "01_b.ipynb"))
+    mrt.write_readme(readme, _catalog("00_a.ipynb", "01_b.ipynb"), CHECKS)
     assert readme.read_text(encoding="utf-8") == _readme(EXPECTED)
     assert [p.name for p in tmp_path.iterdir()] == ["README.md"]  # no temporary file left behind
-    mrt.write_readme(readme, _catalog("00_a.ipynb", "01_b.ipynb"))  # idempotent
+    mrt.write_readme(readme, _catalog("00_a.ipynb", "01_b.ipynb"), CHECKS)  # idempotent
     assert readme.read_text(encoding="utf-8") == _readme(EXPECTED)
 
 
@@ -166,7 +256,7 @@ def test_write_readme_without_markers_leaves_file_untouched(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# no markers\n", encoding="utf-8")
     with pytest.raises(ValueError, match="must contain the line"):
-        mrt.write_readme(readme, _catalog("00_a.ipynb"))
+        mrt.write_readme(readme, _catalog("00_a.ipynb"), CHECKS)
     assert readme.read_text(encoding="utf-8") == "# no markers\n"
 
 
