@@ -3,7 +3,9 @@
 Why a script: the notebooks must run offline, and a tracking or counting lesson needs to know
 where every object really is. Photos are re-saved from scikit-image's bundled data (public domain
 or CC0, see ``input/CREDITS.md``); videos are built from real photo cut-outs (coins) moving over a
-real photo (a café table), so each object's centre in each frame is known to the pixel.
+real photo (a café table), so each object's centre in each frame is known to the pixel. A small
+dataset (``coin_table.json``: photos of coins pasted on the table at known places, plus the videos)
+is the input of ``08_your_dataset.ipynb``.
 
     python scripts/make_sample_media.py          # (re)write input/
     python scripts/make_sample_media.py --check  # compare committed ground truth with what this makes
@@ -366,6 +368,103 @@ def encode_mp4(frames: list[np.ndarray], path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# A small dataset: photos of coins on the table, every coin's centre known exactly
+
+DATASET = "coin_table.json"  # the list of items and their ground truth, read by load_dataset
+DATASET_FOLDER = "coin_table"
+
+
+@dataclass(frozen=True)
+class Placed:
+    """One coin pasted on a table photo: which coin, how wide, where its centre is (pixels)."""
+
+    coin: str
+    diameter: int  # even, so an integer centre is exact: the cut-out starts at x - diameter / 2
+    x: int
+    y: int
+
+
+# Centres lie on Molmo2's 0..1000 grid of a 640x360 image (x a multiple of 0.64 * 25 = 16 px, y of
+# 0.36 * 25 = 9 px), so an answer written from the truth reads back exactly and the worked metrics
+# of 08_your_dataset.ipynb have exact values. Coins do not overlap; in table_06 no coin lies within
+# 90 px of another's centre moved 48 px right, so moving every point that far matches none.
+TABLE_PHOTOS: dict[str, tuple[Placed, ...]] = {
+    "table_01.jpg": (),
+    "table_02.jpg": (Placed("row3_col6", 64, 320, 180),),
+    "table_03.jpg": (
+        Placed("row1_col6", 56, 160, 108),
+        Placed("row4_col3", 64, 400, 198),
+        Placed("row1_col3", 48, 528, 288),
+    ),
+    "table_04.jpg": (
+        Placed("row3_col4", 64, 96, 90),
+        Placed("row2_col5", 56, 272, 252),
+        Placed("row3_col6", 72, 448, 117),
+        Placed("row4_col1", 48, 560, 270),
+    ),
+    "table_05.jpg": (
+        Placed("row4_col3", 56, 80, 72),
+        Placed("row1_col6", 64, 208, 216),
+        Placed("row1_col3", 48, 336, 81),
+        Placed("row3_col6", 72, 448, 243),
+        Placed("row2_col5", 56, 560, 99),
+        Placed("row3_col4", 48, 112, 297),
+    ),
+    "table_06.jpg": (
+        Placed("row1_col6", 64, 80, 99),
+        Placed("row3_col4", 56, 224, 117),
+        Placed("row4_col1", 56, 368, 90),
+        Placed("row2_col5", 48, 512, 108),
+        Placed("row4_col3", 56, 96, 261),
+        Placed("row1_col3", 48, 240, 252),
+        Placed("row3_col6", 64, 384, 279),
+        Placed("row4_col3", 48, 528, 270),
+    ),
+}
+DATASET_DESCRIPTION = (
+    "Coins on a café table: six generated photos with every coin's centre, the coins photo with its "
+    "count only, and the two sample videos with every coin in every frame."
+)
+
+
+def table_photo(coins: tuple[Placed, ...]) -> np.ndarray:
+    """The table with ``coins`` pasted on it, RGB uint8 (the same table as the videos)."""
+    canvas = table_background()
+    for c in coins:
+        _paste(canvas, coin_cutout(COINS[c.coin], c.diameter), c.x - c.diameter // 2, c.y - c.diameter // 2)
+    return _to_uint8(canvas)
+
+
+def table_photo_bytes(name: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(table_photo(TABLE_PHOTOS[name])).save(buf, "JPEG", quality=JPEG_QUALITY, optimize=True)
+    return buf.getvalue()
+
+
+def dataset_record() -> dict:
+    """The dataset list: points (and so counts) per photo, a count alone, truth files for the videos."""
+    photos = [
+        {
+            "file": f"{DATASET_FOLDER}/{name}",
+            "count": len(coins),
+            "points": [{"id": i, "x": c.x, "y": c.y} for i, c in enumerate(coins, start=1)],
+        }
+        for name, coins in TABLE_PHOTOS.items()
+    ]
+    videos = [
+        {"file": name, "count": len(spec.movers), "truth": f"ground_truth/{Path(name).stem}.json"}
+        for name, spec in VIDEOS.items()
+    ]
+    videos[0]["prompt"] = "Track the coins."  # moving_objects.mp4: one persistent id per coin
+    return {
+        "description": DATASET_DESCRIPTION,
+        "label": "coin",
+        "coords": COORDS_NOTE,
+        "items": [*photos, {"file": "coins.jpg", "count": 24}, *videos],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # Writing and checking
 
 
@@ -400,6 +499,11 @@ def make_all(out_dir: Path = INPUT_DIR) -> list[Path]:
     for name in PHOTOS:
         if _write_if_changed(out_dir / name, photo_bytes(name)):
             changed.append(out_dir / name)
+    for name in TABLE_PHOTOS:
+        if _write_if_changed(out_dir / DATASET_FOLDER / name, table_photo_bytes(name)):
+            changed.append(out_dir / DATASET_FOLDER / name)
+    if _write_if_changed(out_dir / DATASET, format_json(dataset_record()).encode()):
+        changed.append(out_dir / DATASET)
     for name, spec in VIDEOS.items():
         gt_path = _ground_truth_path(out_dir, name)
         if _write_if_changed(gt_path, format_json(ground_truth(spec)).encode()):
@@ -416,25 +520,29 @@ def check(out_dir: Path = INPUT_DIR) -> list[str]:
     """Problems with the committed media: missing files or ground truth that differs from the spec."""
     problems = [
         f"{out_dir / name} is missing; run `python scripts/make_sample_media.py`"
-        for name in [*PHOTOS, *VIDEOS]
+        for name in [*PHOTOS, *VIDEOS, *(f"{DATASET_FOLDER}/{n}" for n in TABLE_PHOTOS)]
         if not (out_dir / name).is_file()
     ]
+    problems += _check_json(out_dir / DATASET, dataset_record())
     for name, spec in VIDEOS.items():
-        gt_path = _ground_truth_path(out_dir, name)
-        if not gt_path.is_file():
-            problems.append(f"{gt_path} is missing; run `python scripts/make_sample_media.py`")
-            continue
-        try:
-            committed = json.loads(gt_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            problems.append(f"{gt_path} is not valid JSON ({err}); regenerate it with the script")
-            continue
-        if committed != ground_truth(spec):
-            problems.append(
-                f"{gt_path} differs from what scripts/make_sample_media.py generates; "
-                "regenerate it (and the video) with the script"
-            )
+        problems += _check_json(_ground_truth_path(out_dir, name), ground_truth(spec))
     return problems
+
+
+def _check_json(path: Path, expected: dict) -> list[str]:
+    """Why the committed JSON at ``path`` is not ``expected`` (empty when it is)."""
+    if not path.is_file():
+        return [f"{path} is missing; run `python scripts/make_sample_media.py`"]
+    try:
+        committed = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        return [f"{path} is not valid JSON ({err}); regenerate it with the script"]
+    if committed != expected:
+        return [
+            f"{path} differs from what scripts/make_sample_media.py generates; "
+            "regenerate it (and its media) with the script"
+        ]
+    return []
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 from scipy import ndimage
 
 from molmo_nb_utils.paths import INPUT_DIR, REPO_ROOT
@@ -48,20 +49,31 @@ def _decode(video: str) -> tuple[av.video.stream.VideoStream, list[np.ndarray]]:
         return stream, frames
 
 
+def _is_media(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in MEDIA_SUFFIXES
+
+
 def _media_files() -> set[str]:
-    return {p.name for p in INPUT_DIR.iterdir() if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES}
+    """Media at the top of input/ by name, and each folder holding media as "folder/"."""
+    return {p.name for p in INPUT_DIR.iterdir() if _is_media(p)} | {
+        f"{d.name}/" for d in INPUT_DIR.iterdir() if d.is_dir() and any(map(_is_media, d.iterdir()))
+    }
 
 
 def test_credits_list_exactly_the_media_files():
     credits = (INPUT_DIR / "CREDITS.md").read_text("utf-8")
     listed = set(re.findall(r"^\| `([^`]+)` \|", credits, flags=re.MULTILINE))
     assert listed == _media_files()
-    assert {p.name for p in INPUT_DIR.iterdir() if p.is_file()} - listed == {"CREDITS.md"}
+    assert {p.name for p in INPUT_DIR.iterdir() if p.is_file()} - listed == {"CREDITS.md", msm.DATASET}
+    assert not [p for p in (INPUT_DIR / msm.DATASET_FOLDER).iterdir() if not _is_media(p)]
 
 
 def test_media_files_are_small():
-    for name in _media_files():
-        assert (INPUT_DIR / name).stat().st_size < 1_000_000, name
+    for path in INPUT_DIR.rglob("*"):
+        if _is_media(path):
+            assert path.stat().st_size < 1_000_000, path.name
+    dataset = sum(p.stat().st_size for p in (INPUT_DIR / msm.DATASET_FOLDER).iterdir())
+    assert dataset < 300_000, f"the coin_table photos take {dataset} bytes; keep the dataset small"
 
 
 @pytest.mark.parametrize("video", VIDEO_NAMES)
@@ -164,10 +176,11 @@ def test_check_passes_on_the_committed_files():
 
 def _copy_of_input(tmp_path: Path) -> Path:
     out = tmp_path / "input"
-    for name in [*msm.PHOTOS, *msm.VIDEOS]:
+    for name in [*msm.PHOTOS, *msm.VIDEOS, *(f"{msm.DATASET_FOLDER}/{n}" for n in msm.TABLE_PHOTOS)]:
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(b"")  # check() only needs the media to exist
     shutil.copytree(INPUT_DIR / "ground_truth", out / "ground_truth")
+    shutil.copy(INPUT_DIR / msm.DATASET, out / msm.DATASET)
     return out
 
 
@@ -191,6 +204,49 @@ def test_check_reports_missing_and_broken_files(tmp_path):
     assert re.search(r"cat\.jpg is missing; run `python scripts/make_sample_media\.py`", problems)
     assert re.search(r"moving_objects\.json is not valid JSON", problems)
     assert re.search(r"counting\.json is missing", problems)
+
+
+def test_check_reports_a_changed_dataset_list(tmp_path):
+    out = _copy_of_input(tmp_path)
+    path = out / msm.DATASET
+    dataset = json.loads(path.read_text("utf-8"))
+    dataset["items"][1]["count"] = 2
+    path.write_text(json.dumps(dataset), "utf-8")
+    (out / msm.DATASET_FOLDER / "table_03.jpg").unlink()
+    problems = "\n".join(msm.check(out))
+    assert re.search(r"coin_table\.json differs from what scripts/make_sample_media\.py generates", problems)
+    assert re.search(r"table_03\.jpg is missing", problems)
+
+
+def test_dataset_list_is_what_the_script_generates():
+    committed = json.loads((INPUT_DIR / msm.DATASET).read_text("utf-8"))
+    assert committed == msm.dataset_record()
+    files = [item["file"] for item in committed["items"]]
+    assert len(files) == len(set(files)) and all((INPUT_DIR / f).is_file() for f in files)
+    for item in committed["items"]:
+        if "points" in item:
+            assert item["count"] == len(item["points"])
+            # on Molmo2's 0..1000 grid of 640x360: x a multiple of 16 px, y of 9 px
+            assert all(p["x"] % 16 == 0 and p["y"] % 9 == 0 for p in item["points"])
+
+
+@pytest.mark.parametrize("name", list(msm.TABLE_PHOTOS))
+def test_table_photos_show_the_listed_coins_where_listed(name):
+    """Each listed coin is a blob of changed pixels centred on its point, and there are no others."""
+    coins = msm.TABLE_PHOTOS[name]
+    empty = msm._to_uint8(msm.table_background()).astype(int)
+    with Image.open(INPUT_DIR / msm.DATASET_FOLDER / name) as photo:
+        assert photo.size == (msm.WIDTH, msm.HEIGHT)
+        pixels = np.asarray(photo.convert("RGB")).astype(int)
+    changed = ndimage.binary_opening(np.abs(pixels - empty).max(axis=2) > CHANGED, iterations=2)
+    changed = ndimage.binary_fill_holes(changed)  # a coin's face may match the table in places
+    labels, n = ndimage.label(changed)
+    assert n == len(coins)
+    for c in coins:
+        blob = labels[c.y, c.x]
+        assert blob, f"{name}: nothing drawn at ({c.x}, {c.y})"
+        ys, xs = np.nonzero(labels == blob)
+        assert abs(xs.mean() + 0.5 - c.x) < 2 and abs(ys.mean() + 0.5 - c.y) < 2
 
 
 @given(st.lists(st.integers(0, 200), unique=True).map(sorted))
