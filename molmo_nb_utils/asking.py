@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from molmo_nb_utils.grounding import Point, parse_points, parse_tracks, snap_times
+from molmo_nb_utils.grounding import Point, nearest_index, parse_points, parse_tracks, snap_times
 from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES, VideoFrames, load_image, sample_frames
 
 VIDEO_SUFFIXES = frozenset(
@@ -147,8 +147,7 @@ def _on_frames(points: list[Point], video: VideoFrames, skipped: list[str] | Non
     times = video.timestamps
     kept = []
     for p in points:
-        nearest = min(times, key=lambda t: abs(t - p.time))
-        if abs(nearest - p.time) <= TIME_TOLERANCE_S:
+        if abs(times[nearest_index(p.time, times)] - p.time) <= TIME_TOLERANCE_S:
             kept.append(p)
         elif skipped is not None:
             skipped.append(f"time {p.time:g} s (point {p.id}): no frame was shown at that time")

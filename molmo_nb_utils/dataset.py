@@ -64,7 +64,7 @@ from molmo_nb_utils.grounding import (
     points_from_records,
     points_to_records,
 )
-from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES, VideoFrames, load_image, sample_frames
+from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES, load_image, sample_frames
 from molmo_nb_utils.paths import atomic_path
 
 try:
@@ -590,10 +590,6 @@ def _ask_one(model, processor, item: DatasetItem, prompt: str, settings, ask) ->
 # Answers written by hand (worked examples, tests)
 
 
-def _frames_shown(item: DatasetItem, fps: float | None, max_frames: int) -> VideoFrames:
-    return sample_frames(item.path, max_frames, fps)
-
-
 def _truth_at(item: DatasetItem, times: Sequence[float], indices: Sequence[int]) -> list[Point]:
     """The true positions of a video item on the frames shown."""
     return load_ground_truth(item.truth).at_frames(list(indices), list(times))
@@ -629,7 +625,7 @@ def worked_answer(
     else:
         if item.truth is None:
             raise ValueError(f"{item.key} has no ground-truth file to write an answer from")
-        shown = _frames_shown(item, fps, max_frames)
+        shown = sample_frames(item.path, max_frames, fps)
         size = shown.size
         places = [(None, t) for t in dict.fromkeys(shown.timestamps)]
         truth = _truth_at(item, shown.timestamps, shown.indices)
@@ -672,7 +668,7 @@ def results_from_answers(
         if item.kind == "image":
             answer = Answer(text, images=[load_image(item.path)])
         else:
-            answer = Answer(text, videos=[_frames_shown(item, fps, max_frames)])
+            answer = Answer(text, videos=[sample_frames(item.path, max_frames, fps)])
         results.append(_result(item, prompt, settings, answer, 0.0))
     return results
 
@@ -926,8 +922,8 @@ def draw_result(
     if item.kind == "image":
         picture = _draw_rings(load_image(item.path), item.points or (), radius)
         return draw_points(picture, predicted, label=f"{item.key} ({true} true, in rings), answer")
-    shown = _frames_shown(
-        item, result.settings.get("fps"), result.settings.get("max_frames") or DEFAULT_MAX_FRAMES
+    shown = sample_frames(
+        item.path, result.settings.get("max_frames") or DEFAULT_MAX_FRAMES, result.settings.get("fps")
     )
     if tuple(shown.indices) != result.frame_indices:
         raise ValueError(

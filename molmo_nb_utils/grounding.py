@@ -223,9 +223,11 @@ def group_by_id(points: Iterable[Point]) -> dict[int, list[Point]]:
 
 
 def time_to_frame(time: float, fps: float, num_frames: int | None = None) -> int:
-    """Index of the original video frame nearest to ``time``: ``round(time * fps)``, clamped.
+    """Index of the video frame that starts nearest to ``time``: ``round(time * fps)``, clamped.
 
-    Molmo2 writes the times of sampled frames, and those are frame times of the original video.
+    For the points of an answer use ``VideoFrames.frame_at`` instead: Molmo2 writes the *sample*
+    times of its prompt, and the frame shown at a sample time is the one on screen then (at 29.97
+    fps, 0.5 s shows frame 14, where this gives 15). This is for times with no frames shown.
     """
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps!r}; read it from the video's metadata")

@@ -43,6 +43,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from molmo_nb_utils.downloads import download, local_path, sniff_kind
+from molmo_nb_utils.grounding import nearest_index
 
 __all__ = ["VideoFrames", "VideoInfo", "load_image", "sample_frames", "video_info"]
 
@@ -160,7 +161,7 @@ class VideoFrames:
 
     def frame_at(self, time: float) -> int:
         """The video frame index shown at the sampled time nearest to ``time``."""
-        return self.indices[min(range(len(self.timestamps)), key=lambda k: abs(self.timestamps[k] - time))]
+        return self.indices[nearest_index(time, self.timestamps)]
 
     def metadata(self) -> dict[str, Any]:
         """The ``video_metadata`` the processor turns into the prompt's frame times (molmo_utils' format)."""

@@ -193,7 +193,7 @@ def test_same_frames_times_and_metadata_as_molmo_utils(odd_videos, rate, num_fra
 
 
 def test_default_molmo_utils_reader_agrees(video):
-    """molmo_utils' default reader here (PyAV, as decord is not installed) gives the same frames."""
+    """molmo_utils' default reader (PyAV, or decord where installed) gives the same frames here."""
     from molmo_utils import fetch_video
 
     ref_frames, ref = fetch_video({"video": str(video)})  # molmo_utils' defaults: 2 fps, 384 frames
