@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from molmo_nb_utils.asking import VIDEO_SUFFIXES, Answer, chat, user_message
@@ -65,12 +65,7 @@ from molmo_nb_utils.grounding import (
     points_to_records,
 )
 from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES, load_image, sample_frames
-from molmo_nb_utils.paths import atomic_path
-
-try:
-    import fcntl
-except ImportError:  # Windows: no lock, the rest works
-    fcntl = None
+from molmo_nb_utils.paths import atomic_path, try_lock
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -453,16 +448,11 @@ def _open_results(path: Path) -> Iterator[tuple[IO[bytes], list[ItemResult]]]:
     """The results file, locked for this run and cut back to its last complete line, and its results."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as file:
-        if fcntl is not None:
-            try:
-                fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the file closes
-            except BlockingIOError:
-                raise RuntimeError(
-                    f"Another run is writing {path} right now. Wait for it to finish, or give this run "
-                    "another results file."
-                ) from None
-            except OSError:
-                pass  # a file system without locks: go on unlocked
+        if try_lock(file.fileno()) is False:  # released when the file closes; no locks on Windows
+            raise RuntimeError(
+                f"Another run is writing {path} right now. Wait for it to finish, or give this run "
+                "another results file."
+            )
         file.seek(0)
         data = file.read()
         complete = data.rfind(b"\n") + 1
@@ -895,16 +885,6 @@ def _draw_rings(image: Image.Image, points: Iterable[Point], radius: float) -> I
     return out
 
 
-def _titled(image: Image.Image, text: str) -> Image.Image:
-    size = max(12, image.width // 45)
-    out = Image.new("RGB", (image.width, image.height + round(size * 1.8)), (255, 255, 255))
-    ImageDraw.Draw(out).text(
-        (6, round(size * 0.9)), text, fill=(0, 0, 0), font=ImageFont.load_default(size), anchor="lm"
-    )
-    out.paste(image, (0, out.height - image.height))
-    return out
-
-
 def draw_result(
     item: DatasetItem, result: ItemResult, *, fraction: float = DIAGONAL_FRACTION, cols: int = 3
 ) -> Image.Image:
@@ -912,7 +892,7 @@ def draw_result(
 
     A video shows the frames the model was given, in a grid, each with its truth and points.
     """
-    from molmo_nb_utils.drawing import draw_points, frame_grid
+    from molmo_nb_utils.drawing import draw_points, frame_grid, with_header
 
     if result.error is not None:
         raise ValueError(f"{item.key} failed ({result.error}): there is no answer to draw")
@@ -935,7 +915,7 @@ def draw_result(
         for frame, t in zip(shown.frames, shown.timestamps, strict=True)
     ]
     grid = frame_grid(replace(shown, frames=np.stack(ringed)), points=predicted, cols=cols)
-    return _titled(grid, f"{item.key} ({true} true, in rings), answer: {result.count} ids")
+    return with_header(grid, f"{item.key} ({true} true, in rings), answer: {result.count} ids")
 
 
 def plot_counts(score: DatasetScore) -> Figure:

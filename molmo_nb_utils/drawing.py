@@ -134,8 +134,9 @@ def _count_text(label: str | None, count: int) -> str:
     return f"{label}: {count} {noun}" if label else f"{count} {noun}"
 
 
-def _with_header(image: Image.Image, text: str, font_px: int) -> Image.Image:
+def with_header(image: Image.Image, text: str, font_px: int | None = None) -> Image.Image:
     """The image below a white strip holding ``text`` (shrunk until it fits the width)."""
+    font_px = font_px or _style(*image.size).header_px
     pad = max(2, font_px // 4)
     size = font_px
     while size > 8 and _font(size).getlength(text) > image.width - 2 * pad:
@@ -199,7 +200,7 @@ def draw_points(
         points = [p for p in points if p.image is None or p.image == image_index]
     style = _style(*canvas.size)
     drawn = _draw_markers(canvas, points, 1.0, style)
-    return _with_header(canvas, _count_text(label, len({p.id for p in drawn})), style.header_px)
+    return with_header(canvas, _count_text(label, len({p.id for p in drawn})), style.header_px)
 
 
 def draw_points_on_images(
@@ -233,13 +234,13 @@ def draw_points_on_images(
         own = [p for p in points if p.image is None or p.image == index]
         drawn = _draw_markers(picture, own, scale, style)
         shown |= {(p.image, p.id) for p in drawn}
-        panels.append(_with_header(picture, f"Image {index}: {len({p.id for p in drawn})}", style.header_px))
+        panels.append(with_header(picture, f"Image {index}: {len({p.id for p in drawn})}", style.header_px))
     row = Image.new("RGB", (sum(p.width for p in panels) + gap * (len(panels) - 1), panels[0].height), WHITE)
     x = 0
     for panel in panels:
         row.paste(panel, (x, 0))
         x += panel.width + gap
-    return _with_header(row, _count_text(label, len(shown)), style.header_px)
+    return with_header(row, _count_text(label, len(shown)), style.header_px)
 
 
 def _format_time(seconds: float) -> str:

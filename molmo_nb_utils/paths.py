@@ -106,7 +106,7 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".part{path.suffix}")
     tmp = Path(name)
-    if not _lock(fd):  # without a lock, keep no handle open: Windows cannot rename an open file
+    if not try_lock(fd):  # without a lock, keep no handle open: Windows cannot rename an open file
         os.close(fd)
         fd = None
     try:
@@ -139,14 +139,21 @@ def remove_partial_files(path: str | os.PathLike) -> None:
                 part.unlink()
 
 
-def _lock(fd: int) -> bool:
+def try_lock(fd: int) -> bool | None:
+    """Lock an open file for this process until it closes or the process ends, however it ends.
+
+    True: locked; False: another process holds the lock; None: no locks here (Windows, some file
+    systems). Writers lock their files, so a reader can tell a live writer from a dead one's leftovers.
+    """
     if fcntl is None:
-        return False
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
-    except OSError:  # a file system without locks
+    except BlockingIOError:
         return False
+    except OSError:
+        return None
 
 
 def _in_use(part: Path) -> bool:
@@ -154,10 +161,9 @@ def _in_use(part: Path) -> bool:
         return False  # Windows refuses to delete a file another process has open
     try:
         with open(part, "rb") as f:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when f closes
-    except OSError:  # locked by a writer, vanished, or locks unsupported: leave it alone
+            return try_lock(f.fileno()) is not True  # held by a writer, or locks unsupported: leave it
+    except OSError:  # vanished: nothing to remove
         return True
-    return False
 
 
 def _rename_new(src: Path, dst: Path) -> None:
