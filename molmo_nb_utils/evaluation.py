@@ -332,7 +332,7 @@ class TrackScore:
 
     times: int  # sampled frames compared
     truth_objects: int  # true (frame, object) positions
-    hits: int  # true positions with a predicted point within the radius
+    hits: int  # true positions matched by a predicted point within the distance (see score_points)
     false_points: int  # predicted points matched to no true position
     mean_error_px: float | None  # mean distance of the hits
     ids_per_object: dict[int, tuple[int, ...]] = field(default_factory=dict)
@@ -407,10 +407,13 @@ def _samples(frames: Any, truth: GroundTruth) -> list[tuple[float, int]]:
 
 
 def score_points(
-    predicted: Iterable[Point], truth: GroundTruth, frames: Any, *, radius: float = 30.0
+    predicted: Iterable[Point], truth: GroundTruth, frames: Any, *, radius: float | None = None
 ) -> TrackScore:
     """Match predicted to true positions at each sampled frame (``match_points``, ids ignored).
 
+    A hit is a true position paired with a predicted point within ``radius`` pixels; by default
+    ``distance_threshold(truth.width, truth.height)``, 5% of the frame's diagonal, the same rule
+    as ``point_scores`` and the dataset scores, so a 4K video is not held to a 640 px one's radius.
     Ids are ignored when matching on purpose: a tracker that finds every object but numbers them
     differently still finds them; ``ids_per_object`` then shows how the ids held (see
     ``TrackScore``). ``frames`` is what ``sample_frames`` returns (its ``indices`` say which video
@@ -418,6 +421,8 @@ def score_points(
     times in seconds (the truth is read on each time's nearest frame). Predicted points are
     snapped to the nearest sample time (``snap_times``); points without a time are ignored.
     """
+    if radius is None:
+        radius = distance_threshold(truth.width, truth.height)
     _check_distance(radius, "radius")
     samples = _samples(frames, truth)
     sample_times = [t for t, _ in samples]

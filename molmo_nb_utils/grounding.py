@@ -8,9 +8,15 @@ Molmo2 answers pointing, counting and tracking prompts with tags such as::
 ``coords`` holds groups separated by ``;`` (older output used tabs; ``,`` and ``:`` are accepted
 too). A group is ``PREFIX ID X Y [ID X Y ...]``. PREFIX is a 1-based image index ("2") or a video
 time in seconds with one decimal ("2.5"). ID is an integer >= 1: a running counter when pointing
-or counting (so the last id is the count), a persistent object id in tracks. X and Y are on a
-0..1000 scale of the width and height. An ``alt="..."`` attribute may come first, text may
-surround the tags, and an answer may hold several tags or none ("There are none.").
+or counting, a persistent object id in tracks. X and Y are on a 0..1000 scale of the width and
+height. An ``alt="..."`` attribute may come first, text may surround the tags, and an answer may
+hold several tags or none ("There are none.").
+
+The count of an answer is the number of distinct point ids (``count_points``). In a well-formed
+counting answer the ids run 1..N and the text says "Counting the <points ...>label</points> shows a
+total of N." (or "There are N ...", "There are none."), so id, text and count agree; when they do
+not, for instance when a point was skipped as unreadable and the ids jump from 2 to 4, we count the
+distinct ids that were read, never the last id. (03_pointing states this rule for the lessons.)
 
 Model text is never trusted: the parsers skip what they cannot read (cut-off tags, junk, ids
 below 1, coordinates beyond 1000, image indices with no image), keep the rest, and, given a
@@ -192,7 +198,12 @@ def parse_tracks(text: str, size: Any, *, skipped: list[str] | None = None) -> l
 
 
 def count_points(points: Iterable[Point]) -> int:
-    """Number of distinct ids. Pointing numbers points 1, 2, 3..., so this is also the last id."""
+    """The count of a pointing answer: the number of distinct ids among ``points``.
+
+    Not the last id: ids 1, 2, 4 (point 3 skipped as unreadable) count 3. In a well-formed answer the
+    ids run 1..N, so both agree. Points repeated under one id (an object pointed at in several
+    frames) count once.
+    """
     return len({p.id for p in points})
 
 

@@ -66,6 +66,19 @@ def test_misses_and_extra_points_are_counted():
     assert score.hit_rate == pytest.approx(1 / len(objects))
 
 
+def test_a_hit_is_within_5_percent_of_the_frame_diagonal_by_default():
+    # 640x360: the diagonal is 734.3 px, 5% of it 36.7 px (the HIT RULE, stated in 04_video_pointing).
+    truth = GroundTruth([Point(1, 100.0, 100.0, time=0.0)], 1.0, 640, 360, 1)
+    near = score_points([Point(1, 136.0, 100.0, time=0.0)], truth, [0.0])  # 36 px off
+    far = score_points([Point(1, 137.5, 100.0, time=0.0)], truth, [0.0])  # 37.5 px off
+    assert (near.hits, far.hits) == (1, 0)
+    assert score_points([Point(1, 136.0, 100.0, time=0.0)], truth, [0.0], radius=30).hits == 0  # override
+    # The distance grows with the frame: at 3840x2160 the same 37.5 px is well within 220 px.
+    big = GroundTruth([Point(1, 100.0, 100.0, time=0.0)], 1.0, 3840, 2160, 1)
+    assert score_points([Point(1, 137.5, 100.0, time=0.0)], big, [0.0]).hits == 1
+    assert score_points([Point(1, 330.0, 100.0, time=0.0)], big, [0.0]).hits == 0  # 230 px off
+
+
 def test_bad_inputs(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.json"):
         load_ground_truth(tmp_path / "nope.json")
