@@ -107,7 +107,7 @@ def test_a_folder_gives_every_image_and_video_without_truth(tmp_path):
 
 
 def test_a_csv_list_reads_points_and_counts(tmp_path):
-    _images(tmp_path, 3)
+    _images(tmp_path, 3, size=(60, 50))
     (tmp_path / "list.csv").write_text(
         "file,count,points,label\nimg_0.png,2,10 20; 30 40,dot\nimg_1.png,5,,\nimg_2.png,,,\n",
         encoding="utf-8",
@@ -179,7 +179,7 @@ def test_a_run_writes_one_line_per_item_with_what_was_asked_and_seen(tmp_path):
     ]
     assert first["answer"] == ANSWER and first["size"] == [40, 30] and first["error"] is None
     assert first["settings"] == {
-        "model": None, "prompt": "Point.", "max_new_tokens": 256, "fps": 2.0, "max_frames": 384, "max_crops": None,
+        "model": None, "adapter": None, "prompt": "Point.", "max_new_tokens": 256, "fps": 2.0, "max_frames": 384, "max_crops": None,
     }  # fmt: skip
     assert (first["prompt_tokens"], first["visual_tokens"]) == (7, 3)
     assert results[0].count == 2 and results == load_results(tmp_path / "out.jsonl")
@@ -205,11 +205,12 @@ KILLED_MID_WRITE = """
 import os, signal, sys
 from pathlib import Path
 from molmo_nb_utils import dataset
+from molmo_nb_utils.dataset import results, running
 from molmo_nb_utils.asking import Answer
 from molmo_nb_utils.media import load_image
 
 writes = 0
-real_append = dataset._append_line
+real_append = results.append_line
 
 
 def torn_append(file, line):  # the third line is cut in half by a kill, as a power cut or OOM kill would
@@ -222,7 +223,8 @@ def torn_append(file, line):  # the third line is cut in half by a kill, as a po
     real_append(file, line)
 
 
-dataset._append_line = torn_append
+results.append_line = torn_append
+running.append_line = torn_append
 
 
 def ask(model, processor, messages, **settings):
@@ -308,7 +310,7 @@ def test_resuming_with_other_settings_or_prompts_is_refused(tmp_path):
 def test_two_runs_cannot_write_one_file_at_once(tmp_path):
     items = load_dataset(_images(tmp_path / "data", 1))
     out = tmp_path / "out.jsonl"
-    with dataset._open_results(out):
+    with dataset.results.open_results(out):
         with pytest.raises(RuntimeError, match="Another run is writing"):
             run_dataset(None, None, items, out, prompt="Point.", ask=FakeAsk())
 
@@ -343,7 +345,7 @@ def test_the_tiny_model_through_chat_end_to_end(tiny_model, tmp_path):
     assert image.size == (640, 360) and image.visual_tokens > 0 and isinstance(image.answer, str)
     assert video.times == (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)  # 2 fps over 4 s, and the end
     assert video.frame_indices == (0, 8, 16, 24, 32, 40, 48, 56, 63)
-    assert video.settings["model"] == Path(model.name_or_path).name
+    assert video.settings["model"] == str(model.name_or_path) and "/" in video.settings["model"]
     assert all(len(line) < 5000 for line in out.read_bytes().splitlines())  # no frames in the file
     run_dataset(
         model, processor, items, out, prompt="Point to the coins.", max_new_tokens=8, ask=counted_chat
@@ -513,7 +515,7 @@ def test_pictures_show_each_item(worked):
 
 
 def test_csv_export_reads_back(worked, tmp_path):
-    _, results, score = worked
+    items, results, score = worked
     with open(export_csv(score, results, tmp_path / "items.csv"), newline="", encoding="utf-8") as file:
         rows = {row["key"]: row for row in csv.DictReader(file)}
     assert list(rows) == [
@@ -530,7 +532,7 @@ def test_csv_export_reads_back(worked, tmp_path):
     )
     assert rows["moving_objects.mp4"]["id_consistency"] == "1.0"
 
-    with open(export_points_csv(results, tmp_path / "points.csv"), newline="", encoding="utf-8") as file:
+    with open(export_points_csv(items, results, tmp_path / "points.csv"), newline="", encoding="utf-8") as file:
         points = list(csv.DictReader(file))
     assert sum(p["key"] == "coin_table/table_05.jpg" for p in points) == 6
     first_track = next(p for p in points if p["tag"] == "tracks")
@@ -544,14 +546,14 @@ def test_coco_export_reads_back(worked, tmp_path):
         {"id": 1, "name": "coin", "supercategory": "coin", "keypoints": ["coin"], "skeleton": []}
     ]
     photo = coco["images"][0]
-    assert photo == {"id": 1, "file_name": "coin_table/table_04.jpg", "width": 640, "height": 360}
-    on_photo = [a for a in coco["annotations"] if a["image_id"] == 1]
+    assert photo == {"id": 1_000_000, "file_name": "coin_table/table_04.jpg", "width": 640, "height": 360}
+    on_photo = [a for a in coco["annotations"] if a["image_id"] == photo["id"]]
     assert [a["keypoints"] for a in on_photo] == [[96.0, 90.0, 2], [272.0, 252.0, 2], [560.0, 270.0, 2]]
     assert all(a["num_keypoints"] == 1 and a["category_id"] == 1 for a in on_photo)
     frames = [im for im in coco["images"] if im.get("video") == "moving_objects.mp4"]
     assert [im["file_name"] for im in frames[:2]] == [
-        "moving_objects/000000.jpg",
-        "moving_objects/000008.jpg",
+        "moving_objects.mp4/000000.jpg",
+        "moving_objects.mp4/000008.jpg",
     ]
     assert "coins.jpg" not in {im["file_name"] for im in coco["images"]}  # failed: nothing to export
     tracked = [a for a in coco["annotations"] if "track_id" in a]

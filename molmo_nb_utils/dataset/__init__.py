@@ -1,0 +1,54 @@
+"""Run Molmo2 over a dataset of your own, resumably, and measure how good the answers are.
+
+Why: after the lessons, the next step is a folder of your own images or videos and the question
+"how good is it on *my* data?". One module per concern:
+
+* ``items``: a folder, or a JSON or CSV list with optional ground truth (``load_dataset``);
+  ``input/coin_table.json`` is an example. Bad lists are refused before any GPU time is spent.
+* ``results``: the results file, one JSON line per item, forced to disk before the next item
+  starts. A killed run loses at most the item it was writing; every line carries the run's
+  settings, the model's full identity (and its adapter's) and what the item's file held, so
+  answers of another model, prompt or file are never mixed in.
+* ``running``: the run (``run_dataset``), one item or a batch per ``generate`` call, resumable;
+  answers written by hand for worked examples (``worked_answer``, ``results_from_answers``).
+* ``sharded``: the same run over several processes or GPUs (``accelerate launch``), one shard
+  file per process, merged deterministically.
+* ``scoring``: predicted to true points matched one to one within 5% of the image diagonal (the
+  hit rule of 04_video_pointing), counts (the count rule of 03_pointing), track identities.
+* ``pictures`` and ``exports``: what to look at, and files that pandas, CVAT, FiftyOne and
+  pycocotools read.
+
+The lesson is ``08_your_dataset.ipynb``.
+"""
+
+from molmo_nb_utils.dataset.exports import export_coco, export_csv, export_points_csv, safe_cell
+from molmo_nb_utils.dataset.items import DatasetItem, load_dataset
+from molmo_nb_utils.dataset.pictures import draw_result, plot_counts
+from molmo_nb_utils.dataset.results import ItemResult, load_results, model_identity
+from molmo_nb_utils.dataset.running import results_from_answers, run_dataset, worked_answer
+from molmo_nb_utils.dataset.scoring import DatasetScore, ItemScore, score_results, score_table, worst_items
+from molmo_nb_utils.dataset.sharded import merge_shards, run_sharded
+
+__all__ = [
+    "DatasetItem",
+    "DatasetScore",
+    "ItemResult",
+    "ItemScore",
+    "draw_result",
+    "export_coco",
+    "export_csv",
+    "export_points_csv",
+    "load_dataset",
+    "load_results",
+    "merge_shards",
+    "model_identity",
+    "plot_counts",
+    "results_from_answers",
+    "run_dataset",
+    "run_sharded",
+    "safe_cell",
+    "score_results",
+    "score_table",
+    "worked_answer",
+    "worst_items",
+]

@@ -1,0 +1,114 @@
+"""Pictures of a run: an item with its truth and the answer's points, and predicted against true counts.
+
+Why here: the worst items are understood by looking at them. A picture is drawn only on the file
+that was answered: one replaced since is refused, so an old answer is never shown on a new picture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from molmo_nb_utils.dataset.items import DatasetItem, same_file
+from molmo_nb_utils.dataset.results import ItemResult
+from molmo_nb_utils.dataset.running import truth_at
+from molmo_nb_utils.dataset.scoring import DatasetScore
+from molmo_nb_utils.evaluation import DIAGONAL_FRACTION, distance_threshold
+from molmo_nb_utils.grounding import Point, group_by_time
+from molmo_nb_utils.media import DEFAULT_MAX_FRAMES, load_image, sample_frames
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def _draw_rings(image: Image.Image, points: Iterable[Point], radius: float) -> Image.Image:
+    """A copy of ``image`` with a ring of ``radius`` around each true point: a prediction inside can match."""
+    out = image.copy()
+    draw = ImageDraw.Draw(out)
+    width = max(2, round(max(out.size) / 320))
+    for p in points:
+        box = (p.x - radius, p.y - radius, p.x + radius, p.y + radius)
+        draw.ellipse(box, outline=(0, 0, 0), width=width + 2)
+        draw.ellipse((box[0] + 1, box[1] + 1, box[2] - 1, box[3] - 1), outline=(255, 255, 255), width=width)
+    return out
+
+
+def draw_result(
+    item: DatasetItem, result: ItemResult, *, fraction: float = DIAGONAL_FRACTION, cols: int = 3
+) -> Image.Image:
+    """The item with its truth as white rings (the matching distance) and the answer's points as dots.
+
+    A video shows the frames the model was given, in a grid, each with its truth and points.
+    """
+    from molmo_nb_utils.drawing import draw_points, frame_grid, with_header
+
+    if result.error is not None:
+        raise ValueError(f"{item.key} failed ({result.error}): there is no answer to draw")
+    if not same_file(item.path, result.file):
+        raise ValueError(
+            f"{item.key} changed since it was answered: its answer would be drawn on another picture. Run "
+            "run_dataset again (it asks changed items again), then draw."
+        )
+    radius = distance_threshold(*result.size, fraction=fraction)
+    predicted = [*result.points, *result.tracks]
+    true = "?" if item.count is None else item.count
+    if item.kind == "image":
+        picture = _draw_rings(load_image(item.path), item.points or (), radius)
+        return draw_points(picture, predicted, label=f"{item.key} ({true} true, in rings), answer")
+    shown = sample_frames(
+        item.path, result.settings.get("max_frames") or DEFAULT_MAX_FRAMES, result.settings.get("fps")
+    )
+    if tuple(shown.indices) != result.frame_indices:
+        raise ValueError(
+            f"{item.key}: the video's frames differ from those the run recorded; was the file changed?"
+        )
+    true_at = group_by_time(truth_at(item, shown.timestamps, shown.indices) if item.truth else [])
+    ringed = [
+        np.asarray(_draw_rings(Image.fromarray(frame), true_at.get(t, []), radius))
+        for frame, t in zip(shown.frames, shown.timestamps, strict=True)
+    ]
+    grid = frame_grid(replace(shown, frames=np.stack(ringed)), points=predicted, cols=cols)
+    return with_header(grid, f"{item.key} ({true} true, in rings), answer: {result.count} ids")
+
+
+def plot_counts(score: DatasetScore) -> Figure:
+    """Predicted against true counts, one dot per item (bigger where several coincide), the diagonal exact.
+
+    Closed in pyplot before it is returned, so a notebook shows it once.
+    """
+    import matplotlib.pyplot as plt
+
+    pairs = [(s.true_count, s.predicted_count, s.key) for s in score.items if s.count_error is not None]
+    if not pairs:
+        raise ValueError("no item has both a true and a predicted count: give counts in the dataset")
+    fig, ax = plt.subplots(figsize=(5, 5))
+    top = max(max(t, p) for t, p, _ in pairs) + 1
+    ax.plot([0, top], [0, top], color="0.6", linestyle="--", label="exact")
+    tally: dict[tuple[int, int], list[str]] = {}
+    for t, p, key in pairs:
+        tally.setdefault((t, p), []).append(key)
+    for (t, p), keys in tally.items():
+        ax.scatter([t], [p], s=40 * len(keys), color="tab:red" if t != p else "tab:blue", zorder=3)
+        if t != p:
+            ax.annotate(
+                ", ".join(Path(k).stem for k in keys),
+                (t, p),
+                textcoords="offset points",
+                xytext=(6, 4),
+                fontsize=8,
+            )
+    ax.set_xlim(-0.5, top)
+    ax.set_ylim(-0.5, top)
+    ax.set_xlabel("true count")
+    ax.set_ylabel("predicted count")
+    c = score.counts
+    ax.set_title(f"{c.exact}/{c.n} exact, mean absolute error {c.mean_abs_error:.2f}" if c else "counts")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

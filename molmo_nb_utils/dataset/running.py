@@ -1,0 +1,351 @@
+"""Run Molmo2 over the items, one by one or in batches, resumably; and answers written by hand.
+
+Why: the run is where hours go. It appends one line per finished item to the results file
+(``results``), skips what is done, asks again what changed, records a failure and goes on, and,
+with ``batch_size``, asks several items per ``generate`` call, which is what makes a GPU pay.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from molmo_nb_utils.asking import Answer, chat, chat_batch, user_message
+from molmo_nb_utils.dataset.items import DatasetItem, check_items, file_identity, same_file
+from molmo_nb_utils.dataset.results import (
+    ItemResult,
+    append_line,
+    check_settings,
+    encode_line,
+    latest,
+    model_identity,
+    now,
+    open_results,
+    read_results,
+)
+from molmo_nb_utils.evaluation import load_ground_truth
+from molmo_nb_utils.grounding import Point, format_points
+from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES, load_image, sample_frames
+
+
+def make_result(
+    item: DatasetItem, prompt: str, settings: Mapping[str, Any], answer: Answer, seconds: float
+) -> ItemResult:
+    """The record of an answer: its text, its points in pixels, and what the model was shown."""
+    skipped: list[str] = []
+    video = answer.video
+    if video is not None:
+        extra = {
+            "tracks": tuple(answer.tracks(skipped=skipped)),
+            "size": video.size,
+            "times": tuple(video.timestamps),
+            "frame_indices": tuple(video.indices),
+        }
+    elif answer.images:
+        extra = {"size": answer.image_sizes[0]}
+    else:
+        raise ValueError("the answer carries no image or video: ask with chat(), which keeps what it showed")
+    return ItemResult(
+        key=item.key,
+        kind=item.kind,
+        prompt=prompt,
+        settings=dict(settings),
+        answer=str.__str__(answer),
+        points=tuple(answer.points(skipped=skipped)),
+        prompt_tokens=getattr(answer, "prompt_tokens", None),
+        visual_tokens=getattr(answer, "visual_tokens", None),
+        seconds=seconds,
+        skipped=tuple(skipped),
+        finished=now(),
+        file=_identity(item),
+        **extra,
+    )
+
+
+def _identity(item: DatasetItem) -> dict[str, Any] | None:
+    try:
+        return file_identity(item.path)
+    except OSError:
+        return None
+
+
+def run_settings(
+    model: Any,
+    *,
+    prompt: str | None,
+    max_new_tokens: int | None,
+    fps: float | None,
+    max_frames: int,
+    max_crops: int | None,
+) -> dict[str, Any]:
+    """What every line of a run records, and what a resumed run must match."""
+    name, adapter = model_identity(model)
+    return {
+        "model": name,
+        "adapter": adapter,
+        "prompt": prompt,
+        "max_new_tokens": max_new_tokens,
+        "fps": fps,
+        "max_frames": max_frames,
+        "max_crops": max_crops,
+    }
+
+
+def _todo(
+    items: Sequence[DatasetItem], prompt: str | None, done: Mapping[str, ItemResult], retry_failed: bool, path
+) -> tuple[list[DatasetItem], int]:
+    """The items to ask (not done, failed with ``retry_failed``, or changed since), and how many changed."""
+    todo, changed = [], 0
+    for item in items:
+        r = done.get(item.key)
+        if r is not None and r.prompt != (item.prompt or prompt):
+            raise ValueError(
+                f"{path} answered {item.key} to {r.prompt!r}, but its prompt is now {item.prompt or prompt!r}: "
+                "use a new results file, or delete this one to start over."
+            )
+        if r is None or (retry_failed and r.error is not None):
+            todo.append(item)
+        elif not same_file(item.path, r.file):
+            todo.append(item)  # another file under the same name: its old answer is not its answer
+            changed += 1
+    return todo, changed
+
+
+def run_dataset(
+    model: Any,
+    processor: Any,
+    items: Sequence[DatasetItem],
+    results_path: str | Path,
+    *,
+    prompt: str | None = None,
+    max_new_tokens: int = 256,
+    fps: float | None = DEFAULT_FPS,
+    max_frames: int = DEFAULT_MAX_FRAMES,
+    max_crops: int | None = None,
+    limit: int | None = None,
+    retry_failed: bool = False,
+    batch_size: int = 1,
+    ask: Callable[..., Answer] = chat,
+    ask_batch: Callable[..., list[Answer]] = chat_batch,
+) -> list[ItemResult]:
+    """Ask about every item, appending one JSON line per item to ``results_path``; return all results.
+
+    ``prompt`` is asked of every item that has no prompt of its own. Items already in the file are
+    skipped, so after an interruption the same call resumes; an item whose file changed since it
+    was answered (another folder with the same names, a picture replaced) is asked again. ``limit``
+    answers at most that many new items (to try a prompt first). A failed item is recorded with
+    its error and skipped on later runs unless ``retry_failed``.
+
+    ``batch_size`` > 1 asks that many items per ``generate`` call (``asking.chat_batch``), images and
+    videos in separate batches; if a batch fails, each of its items is asked alone, so a broken
+    file fails on its own. ``ask`` and ``ask_batch`` are called like ``chat`` and ``chat_batch``
+    (tests pass stand-ins). The results come back in the order of ``items``, one per item answered
+    so far. A file of another model, adapter or settings is refused, not mixed.
+    """
+    results_path = Path(results_path)
+    items = list(items)
+    check_items(items, "items")
+    unasked = [item.key for item in items if not (item.prompt or prompt)]
+    if unasked:
+        raise ValueError(
+            f"{len(unasked)} item(s) have no prompt of their own ({unasked[0]}, ...): pass prompt=..."
+        )
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"limit must be a whole number >= 0 or None, got {limit!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    settings = run_settings(
+        model,
+        prompt=prompt,
+        max_new_tokens=max_new_tokens,
+        fps=fps,
+        max_frames=max_frames,
+        max_crops=max_crops,
+    )
+    # Nothing to do needs no write access: a finished run in a read-only folder just reads.
+    earlier = read_results(results_path)
+    check_settings(earlier, settings, results_path)
+    done = latest(earlier)
+    todo, _ = _todo(items, prompt, done, retry_failed, results_path)
+    if not todo or limit == 0:
+        return [done[item.key] for item in items if item.key in done]
+    with open_results(results_path) as (file, earlier):
+        check_settings(earlier, settings, results_path)
+        done = latest(earlier)
+        todo, changed = _todo(items, prompt, done, retry_failed, results_path)
+        finished = len(items) - len(todo)
+        todo = todo[:limit] if limit is not None else todo
+        failed = 0
+        # The bar starts at the items done before; its rate and time left count this run's items only.
+        with tqdm(total=finished + len(todo), initial=finished, desc="items", unit="item") as bar:
+            if changed:
+                bar.write(f"{changed} item(s) changed since they were answered: asking them again")
+            for batch in _batches(todo, batch_size):
+                for item, result in _ask_batch(model, processor, batch, prompt, settings, ask, ask_batch):
+                    append_line(file, encode_line(result.to_record()))
+                    done.pop(item.key, None)
+                    done[item.key] = result
+                    failed += result.error is not None
+                    bar.update()
+                    if failed:
+                        bar.set_postfix(failed=failed)
+    return [done[item.key] for item in items if item.key in done]
+
+
+def _batches(todo: list[DatasetItem], size: int):
+    """Batches of up to ``size`` items of one kind, in the order the items come."""
+    pending: dict[str, list[DatasetItem]] = {}
+    for item in todo:
+        batch = pending.setdefault(item.kind, [])
+        batch.append(item)
+        if len(batch) == size:
+            yield pending.pop(item.kind)
+    yield from (batch for batch in pending.values() if batch)
+
+
+def _ask_batch(
+    model, processor, batch, prompt, settings, ask, ask_batch
+) -> list[tuple[DatasetItem, ItemResult]]:
+    if len(batch) == 1:
+        return [(batch[0], _ask_one(model, processor, batch[0], batch[0].prompt or prompt, settings, ask))]
+    start = time.perf_counter()
+    try:
+        answers = ask_batch(
+            model,
+            processor,
+            [[user_message(item.path, text=item.prompt or prompt)] for item in batch],
+            max_new_tokens=settings["max_new_tokens"],
+            fps=settings["fps"],
+            max_frames=settings["max_frames"],
+            max_crops=settings["max_crops"],
+        )
+        share = (time.perf_counter() - start) / len(batch)
+        return [
+            (item, make_result(item, item.prompt or prompt, settings, answer, share))
+            for item, answer in zip(batch, answers, strict=True)
+        ]
+    except Exception:  # one bad item spoils its batch: ask each alone, so it fails on its own
+        return [
+            (item, _ask_one(model, processor, item, item.prompt or prompt, settings, ask)) for item in batch
+        ]
+
+
+def _ask_one(model, processor, item: DatasetItem, prompt: str, settings, ask) -> ItemResult:
+    """One item's result; an exception becomes a recorded error (Ctrl-C still stops the run)."""
+    start = time.perf_counter()
+    try:
+        answer = ask(
+            model,
+            processor,
+            [user_message(item.path, text=prompt)],
+            max_new_tokens=settings["max_new_tokens"],
+            fps=settings["fps"],
+            max_frames=settings["max_frames"],
+            max_crops=settings["max_crops"],
+        )
+        return make_result(item, prompt, settings, answer, time.perf_counter() - start)
+    except Exception as error:
+        return ItemResult(
+            key=item.key,
+            kind=item.kind,
+            prompt=prompt,
+            settings=dict(settings),
+            seconds=time.perf_counter() - start,
+            error=f"{type(error).__name__}: {error}",
+            finished=now(),
+            file=_identity(item),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Answers written by hand (worked examples, tests)
+
+
+def truth_at(item: DatasetItem, times: Sequence[float], indices: Sequence[int]) -> list[Point]:
+    """The true positions of a video item on the frames shown."""
+    return load_ground_truth(item.truth).at_frames(list(indices), list(times))
+
+
+def worked_answer(
+    item: DatasetItem,
+    *,
+    drop: Iterable[int] = (),
+    add: Iterable[tuple[float, float]] = (),
+    shift: tuple[float, float] = (0.0, 0.0),
+    swap: tuple[int, int, float] | None = None,
+    tag: str = "points",
+    fps: float | None = DEFAULT_FPS,
+    max_frames: int = DEFAULT_MAX_FRAMES,
+) -> str:
+    """An answer in Molmo2's format written from the item's ground truth, with known mistakes.
+
+    ``drop``: true ids left out (missed objects); ``add``: extra points (x, y) in pixels (on every
+    frame shown, for a video); ``shift``: (dx, dy) pixels added to every true point; ``swap``:
+    ``(a, b, t)``: ids a and b trade places from time t on (an identity switch in tracks).
+    Videos are written at the frames ``fps`` and ``max_frames`` show. With nothing left to point
+    at, the answer is "There are none.".
+    """
+    dropped = set(drop)
+    dx, dy = shift
+    if item.kind == "image":
+        if item.points is None:
+            raise ValueError(f"{item.key} has no true points to write an answer from")
+        size = load_image(item.path).size
+        places: list[tuple[int | None, float | None]] = [(1, None)]
+        truth = list(item.points)
+    else:
+        if item.truth is None:
+            raise ValueError(f"{item.key} has no ground-truth file to write an answer from")
+        shown = sample_frames(item.path, max_frames, fps)
+        size = shown.size
+        places = [(None, t) for t in dict.fromkeys(shown.timestamps)]
+        truth = truth_at(item, shown.timestamps, shown.indices)
+    points = [replace(p, x=p.x + dx, y=p.y + dy) for p in truth if p.id not in dropped]
+    if swap is not None:
+        a, b, since = swap
+        swapped = {a: b, b: a}
+        points = [replace(p, id=swapped.get(p.id, p.id)) if (p.time or 0.0) >= since else p for p in points]
+    extras = list(add)
+    first_extra = max((p.id for p in truth), default=0) + 1
+    for image, t in places:
+        points += [Point(first_extra + k, x, y, image, t) for k, (x, y) in enumerate(extras)]
+    if not points:
+        return "There are none."
+    points.sort(key=lambda p: (p.time or 0.0, p.id))
+    return format_points(points, size, label=item.label, tag=tag)
+
+
+def results_from_answers(
+    items: Sequence[DatasetItem],
+    answers: Mapping[str, str],
+    *,
+    prompt: str = "(answers written by hand)",
+    fps: float | None = DEFAULT_FPS,
+    max_frames: int = DEFAULT_MAX_FRAMES,
+) -> list[ItemResult]:
+    """The results a run would record if the model had answered ``answers`` (item key -> text).
+
+    The images are loaded and the video frames sampled as a run would, so sizes, times and frame
+    indices are the real ones. For worked examples and for checking scores by hand.
+    """
+    by_key = {item.key: item for item in items}
+    unknown = [key for key in answers if key not in by_key]
+    if unknown:
+        raise ValueError(f"answers for items not in the dataset: {unknown}")
+    settings = run_settings(
+        None, prompt=prompt, max_new_tokens=None, fps=fps, max_frames=max_frames, max_crops=None
+    )
+    results = []
+    for key, text in answers.items():
+        item = by_key[key]
+        if item.kind == "image":
+            answer = Answer(text, images=[load_image(item.path)])
+        else:
+            answer = Answer(text, videos=[sample_frames(item.path, max_frames, fps)])
+        results.append(make_result(item, prompt, settings, answer, 0.0))
+    return results

@@ -1,0 +1,198 @@
+"""One run over several processes or GPUs: each process answers its share into its own shard file.
+
+Why: one GPU answers one batch at a time; eight answer eight. Processes are started by an
+existing launcher (accelerate's, or torchrun), which tells each one its place; accelerate's
+``PartialState.split_between_processes`` gives each the same share every time, so a killed run
+resumes shard by shard. Each process appends to its own file (``results.shard-1-of-2.jsonl``, with
+the same guarantees as the results file: nothing lost, nothing duplicated), and the main process
+merges the shards into the results file in the order of the items, then removes them. The merge is
+deterministic and safe to repeat: a line already in the results file is not added twice.
+
+From a terminal (one process per GPU; ``--cpu`` runs processes on the CPU)::
+
+    accelerate launch --num_processes 2 -m molmo_nb_utils.dataset.sharded \\
+        input/coin_table.json downloaded_data/outputs/coins.jsonl --prompt "Point to the coins." --batch-size 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from molmo_nb_utils.dataset.items import DatasetItem, same_file
+from molmo_nb_utils.dataset.results import (
+    ItemResult,
+    append_line,
+    check_settings,
+    encode_line,
+    latest,
+    open_results,
+    read_results,
+)
+from molmo_nb_utils.dataset.running import run_dataset, run_settings
+
+
+def shard_path(results_path: str | os.PathLike, index: int, count: int) -> Path:
+    """The shard file of process ``index`` (from 0) of ``count``: ``results.shard-1-of-2.jsonl``."""
+    path = Path(results_path)
+    return path.with_name(f"{path.stem}.shard-{index + 1}-of-{count}{path.suffix}")
+
+
+def _shards(results_path: Path) -> list[Path]:
+    pattern = re.compile(
+        re.escape(results_path.stem) + r"\.shard-(\d+)-of-(\d+)" + re.escape(results_path.suffix)
+    )
+    found = []
+    for path in results_path.parent.glob(f"{results_path.stem}.shard-*"):
+        match = pattern.fullmatch(path.name)
+        if match:
+            found.append((int(match[2]), int(match[1]), path))
+    return [path for *_, path in sorted(found)]
+
+
+def run_sharded(
+    model: Any,
+    processor: Any,
+    items: Sequence[DatasetItem],
+    results_path: str | os.PathLike,
+    *,
+    state: Any = None,
+    retry_failed: bool = False,
+    **run_kwargs: Any,
+) -> list[ItemResult]:
+    """This process's share of ``run_dataset``; after all are done, the main process merges the shards.
+
+    Call it in every process started by ``accelerate launch`` (or torchrun); ``state`` is
+    accelerate's ``PartialState()`` unless given. Items already in the results file are not asked
+    again. Returns the merged results, in the order of ``items``, in every process.
+    """
+    from accelerate import PartialState
+
+    state = state or PartialState()
+    results_path = Path(results_path)
+    items = list(items)
+    settings = run_settings(
+        model,
+        prompt=run_kwargs.get("prompt"),
+        max_new_tokens=run_kwargs.get("max_new_tokens", 256),
+        fps=run_kwargs.get("fps", run_dataset.__kwdefaults__["fps"]),
+        max_frames=run_kwargs.get("max_frames", run_dataset.__kwdefaults__["max_frames"]),
+        max_crops=run_kwargs.get("max_crops"),
+    )
+    earlier = read_results(results_path)
+    check_settings(earlier, settings, results_path)
+    merged = latest(earlier)
+    prompt = run_kwargs.get("prompt")
+
+    def done(item: DatasetItem) -> bool:
+        r = merged.get(item.key)
+        return (
+            r is not None
+            and r.prompt == (item.prompt or prompt)
+            and not (retry_failed and r.error is not None)
+            and same_file(item.path, r.file)
+        )
+
+    with state.split_between_processes(items) as share:
+        mine = [item for item in share if not done(item)]
+        if mine:
+            path = shard_path(results_path, state.process_index, state.num_processes)
+            run_dataset(model, processor, mine, path, retry_failed=retry_failed, **run_kwargs)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        merge_shards(items, results_path)
+    state.wait_for_everyone()
+    merged = latest(read_results(results_path))
+    return [merged[item.key] for item in items if item.key in merged]
+
+
+def merge_shards(items: Sequence[DatasetItem], results_path: str | os.PathLike) -> Path:
+    """Add the shard files' lines to the results file, item by item, then remove the shards.
+
+    Deterministic: the new lines follow the order of ``items`` (and, for one item, the shards'
+    order and their own). Safe to repeat after an interruption: a line already in the results file
+    is not added again, and the shards are removed only once every line is on disk. Shards of
+    another model or settings are refused, as a resumed run would be.
+    """
+    results_path = Path(results_path)
+    shards = [(path, read_results(path)) for path in _shards(results_path)]
+    if not shards:
+        return results_path
+    with open_results(results_path) as (file, earlier):
+        reference = earlier[0].settings if earlier else next((s[0].settings for _, s in shards if s), None)
+        if reference is not None:
+            for path, results in shards:
+                check_settings(results, reference, path)
+        present = {encode_line(r.to_record()) for r in earlier}
+        by_key: dict[str, list[bytes]] = {}
+        for _, results in shards:
+            for r in results:
+                by_key.setdefault(r.key, []).append(encode_line(r.to_record()))
+        new = [
+            line
+            for item in dict.fromkeys(i.key for i in items)
+            for line in by_key.get(item, [])
+            if line not in present
+        ]
+        if new:
+            append_line(file, b"".join(new))
+    for path, _ in shards:
+        path.unlink(missing_ok=True)
+    return results_path
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``accelerate launch -m molmo_nb_utils.dataset.sharded DATASET RESULTS --prompt ...``"""
+    parser = argparse.ArgumentParser(
+        prog="accelerate launch --num_processes N -m molmo_nb_utils.dataset.sharded",
+        description="Run a prompt over a dataset in several processes (one per GPU); merge the results.",
+    )
+    parser.add_argument("dataset", help="a folder, or a .json or .csv list (see load_dataset)")
+    parser.add_argument("results", help="the results file (.jsonl); shard files are written beside it")
+    parser.add_argument("--prompt", required=True)
+    parser.add_argument(
+        "--model", default=None, help="Hub id or folder (default: MOLMO_MODEL_ID or Molmo2-4B)"
+    )
+    parser.add_argument("--dtype", default=None, choices=["bfloat16", "float16", "float32"])
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--fps", type=float, default=run_dataset.__kwdefaults__["fps"])
+    parser.add_argument("--max-frames", type=int, default=run_dataset.__kwdefaults__["max_frames"])
+    parser.add_argument("--max-crops", type=int, default=None)
+    parser.add_argument("--retry-failed", action="store_true")
+    args = parser.parse_args(argv)
+
+    from accelerate import PartialState
+
+    from molmo_nb_utils.dataset.items import load_dataset
+    from molmo_nb_utils.loading import load_model
+
+    state = PartialState()
+    items = load_dataset(args.dataset)
+    device = None if state.device.type == "cpu" else str(state.device)
+    model, processor = load_model(args.model, dtype=args.dtype, device=device)
+    results = run_sharded(
+        model,
+        processor,
+        items,
+        args.results,
+        state=state,
+        prompt=args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        fps=args.fps,
+        max_frames=args.max_frames,
+        max_crops=args.max_crops,
+        retry_failed=args.retry_failed,
+    )
+    if state.is_main_process:
+        failed = sum(r.error is not None for r in results)
+        print(f"{len(results)} of {len(items)} item(s) answered ({failed} failed) in {args.results}")
+
+
+if __name__ == "__main__":
+    main()
