@@ -60,7 +60,7 @@ def load_dataset(source: str | os.PathLike | Sequence[Any], *, label: str = "obj
     * ``truth``: a video's ground-truth file (``input/ground_truth/*.json`` shows the format); the
       count is then its number of objects.
 
-    A JSON list is a list of such entries, or ``{"label": ..., "items": [...]}``; lists saved as
+    A JSON list is a list of such entries (or of file names), or ``{"label": ..., "items": [...]}``; lists saved as
     UTF-8, UTF-16 (with its byte-order mark) or Windows-1252/Latin-1 (what spreadsheet programs
     write) are read. Problems (a missing file, a typo in a field, a count that disagrees with the
     points, a point outside its image, one file listed twice under different spellings such as
@@ -97,8 +97,8 @@ def load_dataset(source: str | os.PathLike | Sequence[Any], *, label: str = "obj
         root, where = Path(), "the list"
     items = [_item(entry, root, label, f"{where}, item {n}") for n, entry in enumerate(entries, start=1)]
     check_items(items, where, encoding)
-    for item in items:
-        _check_truth(item, where)
+    for n, item in enumerate(items, start=1):
+        _check_truth(item, f"{where}, item {n}")
     return items
 
 
@@ -124,15 +124,15 @@ def _decode(path: Path) -> tuple[str, str]:
         return data.decode("utf-16"), "UTF-16"
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
-    try:
-        return data.decode("utf-8"), "UTF-8"
-    except UnicodeDecodeError:
-        pass
-    if b"\0" in data:
+    if b"\0" in data:  # no text list holds NUL characters; UTF-16 holds one in every ASCII letter
         raise ValueError(
             f"{path} looks like UTF-16 without a byte-order mark, which cannot be read reliably: save it "
             "again as 'CSV UTF-8' (or JSON in UTF-8)"
         )
+    try:
+        return data.decode("utf-8"), "UTF-8"
+    except UnicodeDecodeError:
+        pass
     return "".join(_cp1252_or_latin1(data)), "Windows-1252"
 
 
@@ -160,9 +160,11 @@ def _read_list(path: Path, label: str) -> tuple[list[Any], str, str]:
         top = data.get("label", label)
         if top is None or not str(top).strip():
             raise ValueError(f"{path.name}: the top-level 'label' must be a non-empty text, got {top!r}")
-        return data["items"], str(top), encoding
+        data, label = data["items"], str(top)
     if isinstance(data, list):
-        return data, label, encoding
+        return [{"file": e} if isinstance(e, str) else e for e in data], label, encoding
+    if isinstance(data, list):
+        return [{"file": e} if isinstance(e, str) else e for e in data], label, encoding
     raise ValueError(
         f'{path.name} should hold a list of items, or {{"items": [...]}}, got {type(data).__name__}'
     )

@@ -135,7 +135,7 @@ def adapter_identity(model: Any) -> dict[str, Any]:
     names = sorted(model.peft_config)
     digest = hashlib.sha256()
     for name in names:
-        state = get_peft_model_state_dict(model, adapter_name=name)
+        state = get_peft_model_state_dict(model, adapter_name=name, save_embedding_layers=False)
         digest.update(f"adapter {name}\n".encode())
         for key in sorted(state):
             tensor = state[key].detach().cpu().contiguous().reshape(-1)
