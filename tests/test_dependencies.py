@@ -52,7 +52,7 @@ def _third_party_imports(sources) -> set[str]:
 
 
 def _package_sources():
-    return [p.read_text() for p in (REPO_ROOT / "molmo_nb_utils").glob("*.py")]
+    return [p.read_text() for p in (REPO_ROOT / "molmo_nb_utils").rglob("*.py")]
 
 
 def _notebook_sources():
