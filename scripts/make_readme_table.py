@@ -1,12 +1,20 @@
-"""Write the README's table of notebooks from ``notebooks/catalog.json``, or check that it is current.
+"""Write what ``notebooks/catalog.json`` decides into README.md and the notebooks, or check that it is current.
 
-The catalog is the one place that describes the notebooks, so the table is generated, never edited. Its memory
-column comes from ``notebooks/gpu_check.json`` (``make gpu-check``): the figure measured on a GPU where one
-exists for the notebook's model, setting and precision, with the GPU's name, and the planner's estimate, said
-to be one, where none does. Each notebook's opening line ("GPU memory needed: ...") says the same (a test checks).
+The catalog is the one place that describes the notebooks, so what follows from it is generated, never edited:
 
-    .venv/bin/python scripts/make_readme_table.py           # rewrite the block in README.md (make readme)
-    .venv/bin/python scripts/make_readme_table.py --check   # exit 1 if README.md or the catalog is stale
+* README's table of notebooks. Its memory column comes from ``notebooks/gpu_check.json`` (``make gpu-check``):
+  the figure measured on a GPU where one exists for the notebook's model, setting and precision, with the
+  GPU's name, and the planner's estimate, said to be one, where none does. Each notebook's opening line
+  ("GPU memory needed: ...") says the same (a test checks).
+* Each notebook's Colab badge and Colab set-up cell, from the catalog's ``repository`` and ``branch`` (where
+  the collection is published), ``colab_packages`` (what every notebook installs on Colab) and a notebook's
+  ``colab_extras`` (what only it needs, e.g. bitsandbytes for 06's 4-bit section). Only those two cells change.
+
+    .venv/bin/python scripts/make_readme_table.py           # rewrite README's table and every notebook's badge
+                                                            # and set-up cell (make readme)
+    .venv/bin/python scripts/make_readme_table.py --only 00_setup.ipynb   # README and these notebooks only
+    .venv/bin/python scripts/make_readme_table.py --check   # exit 1 if README.md, a notebook or the catalog
+                                                            # disagree
 """
 
 from __future__ import annotations
@@ -30,6 +38,10 @@ END = "<!-- notebooks-table:end -->"
 FIELDS = ("file", "title", "teaches")
 MEMORY_FIELDS = ("model", "precision", "settings")  # which gpu_check.json rows the memory column shows
 BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+SETUP_MARK = "# Colab only:"  # the first line of the set-up cell, which is how it is found
+_BADGE_LINE = re.compile(r"^\[!\[Open In Colab\]\([^)\s]*\)\]\([^)\s]*\)[ \t]*$", re.M)
+_COLAB_URL = re.compile(r"https://colab\.research\.google\.com/github/[^)\s\"'`]+")
+_CLONE_URL = re.compile(r"https://github\.com/[\w.-]+/[\w.-]+")
 HEADER = "| # | Notebook | What it teaches | GPU memory | Colab |\n|---|---|---|---|---|\n"
 _BLOCK = re.compile(rf"^{re.escape(START)}[ \t]*\n(.*?)^{re.escape(END)}[ \t]*$", re.M | re.S)
 
@@ -56,6 +68,15 @@ def _load_json(path: Path, what: str) -> dict:
 def catalog_problems(catalog: dict) -> list[str]:
     """What keeps the table from being rendered: missing keys, entries without a file, duplicates."""
     problems = [f"catalog.json has no {key!r}" for key in ("repository", "branch") if not catalog.get(key)]
+    if catalog.get("repository") and not re.fullmatch(r"[\w.-]+/[\w.-]+", str(catalog["repository"])):
+        problems.append(
+            f"catalog.json 'repository' must be GitHub's 'owner/name', got {catalog['repository']!r}"
+        )
+    if not _strings(catalog.get("colab_packages")):
+        problems.append(
+            "catalog.json needs 'colab_packages': the requirements every notebook installs on Colab, "
+            'e.g. ["molmo-utils>=0.0.1"]'
+        )
     entries = catalog.get("notebooks")
     if not isinstance(entries, list):
         return [*problems, "catalog.json has no 'notebooks' list"]
@@ -73,6 +94,8 @@ def catalog_problems(catalog: dict) -> list[str]:
                 f"{where} needs 'memory': {{'model': ..., 'precision': ..., 'settings': [...]}} naming the "
                 "gpu_check.json rows its memory column shows"
             )
+        if "colab_extras" in entry and not _strings(entry["colab_extras"], empty_ok=True):
+            problems.append(f"{where}: 'colab_extras' must be a list of requirements such as \"peft>=0.18\"")
         if name in seen:
             problems.append(f"{where}: {name} is listed twice")
         seen.add(name)
@@ -94,6 +117,14 @@ def file_problems(catalog: dict, notebook_files: list[str]) -> list[str]:
         if name not in listed
     ]
     return missing + unlisted
+
+
+def _strings(value, *, empty_ok: bool = False) -> bool:
+    return (
+        isinstance(value, list)
+        and (empty_ok or bool(value))
+        and all(isinstance(v, str) and v.strip() for v in value)
+    )
 
 
 def _cell(text: str) -> str:
@@ -129,16 +160,72 @@ def memory_cell(spec: dict, checks: dict) -> str:
     return " ".join(filter(None, [spec.get("before", ""), f"{text} ({what})"]))
 
 
+def colab_url(catalog: dict, file: str) -> str:
+    """Where Colab opens ``notebooks/<file>`` of the published repository and branch."""
+    return (
+        f"https://colab.research.google.com/github/{catalog['repository']}/blob/{catalog['branch']}"
+        f"/notebooks/{quote(file)}"
+    )
+
+
+def colab_badge(catalog: dict, file: str) -> str:
+    """The "Open In Colab" badge, one Markdown line, for the README table and the notebook's opening."""
+    return f"[![Open In Colab]({BADGE})]({colab_url(catalog, file)})"
+
+
+def setup_cell(catalog: dict, entry: dict) -> str:
+    """The source of a notebook's Colab set-up cell: clone, install what Colab lacks, stop on failure.
+
+    Why this shape: on Colab a failed ``!git clone`` or ``%pip`` only prints, so "Run all" went on and the
+    next cell failed with ``ModuleNotFoundError``; here a failure raises, with git's or pip's own message.
+    The package goes in with ``--no-deps`` (its dependencies list Colab's own torch, numpy and OpenCV), and
+    then only the packages Colab lacks, with bounds that keep what Colab has where it is good enough.
+    ``sys.path`` gets the clone for this session (a new editable install is seen only after a restart).
+    """
+    repository, branch = catalog["repository"], catalog["branch"]
+    packages = [*catalog["colab_packages"], *entry.get("colab_extras", [])]
+    folder = f"/content/{repository.split('/')[1]}"
+    listed = ", ".join(f'"{p}"' for p in packages)
+    if len(listed) > 95:  # one per line, so the cell stays readable
+        listed = "".join(f'\n    "{p}",' for p in packages) + "\n"
+    return f"""{SETUP_MARK} fetch this collection and install what Colab lacks; elsewhere this cell does nothing.
+# `make readme` writes this cell from notebooks/catalog.json: change the catalog, not the cell.
+import os
+import subprocess
+import sys
+
+REPOSITORY, BRANCH = "https://github.com/{repository}", "{branch}"
+PACKAGES = [{listed}]
+if "google.colab" in sys.modules:
+    folder = "{folder}"
+    steps = [] if os.path.isdir(f"{{folder}}/.git") else [(
+        ["git", "clone", "-q", "--depth", "1", "--branch", BRANCH, REPOSITORY, folder],
+        f"Could not clone {{REPOSITORY}} (branch {{BRANCH}}): is the runtime online, and is the repository "
+        "public under that name? (Maintainers set it in notebooks/catalog.json, then run `make readme`.)",
+    )]
+    steps += [
+        ([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", folder],
+         f"Could not install the helper package from {{folder}}."),
+        ([sys.executable, "-m", "pip", "install", "-q", *PACKAGES],
+         f"Could not install {{', '.join(PACKAGES)}}: is the runtime online?"),
+    ]
+    print(f"Fetching {{REPOSITORY}} and installing {{', '.join(PACKAGES)}} ...")
+    env = {{**os.environ, "GIT_TERMINAL_PROMPT": "0"}}  # fail at once, never wait for a password
+    for command, problem in steps:
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            raise RuntimeError(f"{{problem}} Then run this cell again. It said:\\n{{done.stderr.strip()[-2000:]}}")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)"""
+
+
 def render_table(catalog: dict, checks: dict) -> str:
     """The Markdown table, one row per catalog entry in catalog order, ending with a newline."""
-    base = (
-        f"https://colab.research.google.com/github/{catalog['repository']}/blob/{catalog['branch']}/notebooks"
-    )
     rows = []
     for entry in catalog["notebooks"]:
         file = entry["file"]
         number = file.split("_", 1)[0] if "_" in file else ""
-        badge = f"[![Open In Colab]({BADGE})]({base}/{quote(file)})"
+        badge = colab_badge(catalog, file)
         link = f"[{_cell(entry['title'])}](notebooks/{quote(file)})"
         cells = [number, link, _cell(entry["teaches"]), _cell(memory_cell(entry["memory"], checks)), badge]
         rows.append("| " + " | ".join(cells) + " |\n")
@@ -179,6 +266,104 @@ def check(readme_text: str, catalog: dict, notebook_files: list[str], checks: di
     return problems
 
 
+def _read_notebook(path: Path):
+    import nbformat
+
+    return nbformat.read(path, as_version=4)
+
+
+def _setup_index(nb) -> int | None:
+    """Index of the notebook's Colab set-up cell: the code cell that runs only on Colab."""
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and 'if "google.colab" in sys.modules' in cell.source:
+            return index
+    return None
+
+
+def sync_notebook(nb, catalog: dict, entry: dict) -> list[str]:
+    """Put the catalog's badge and set-up cell into ``nb`` (in place); returns what could not be done."""
+    file = entry["file"]
+    first = nb.cells[0] if nb.cells else None
+    if first is None or first.cell_type != "markdown" or len(_BADGE_LINE.findall(first.source)) != 1:
+        return [
+            f"notebooks/{file}: its first cell needs one line with the Colab badge, [![Open In Colab](...)](...)"
+        ]
+    index = _setup_index(nb)
+    if index is None:
+        return [
+            f'notebooks/{file}: no Colab set-up cell (a code cell with `if "google.colab" in sys.modules`)'
+        ]
+    badge = colab_badge(catalog, file)
+    first.source = _BADGE_LINE.sub(lambda _: badge, first.source)
+    nb.cells[index].source = setup_cell(catalog, entry)
+    return []
+
+
+def _url_problems(text: str, catalog: dict, where: str) -> list[str]:
+    """Colab links in ``text`` that point at another repository or branch than the catalog's."""
+    prefix = colab_url(catalog, "")
+    return [
+        f"{where} links {url}, not the catalog's {catalog['repository']} (branch {catalog['branch']}): "
+        "run `make readme`"
+        for url in dict.fromkeys(_COLAB_URL.findall(text))
+        if not url.startswith(prefix)
+    ]
+
+
+def notebook_problems(
+    catalog: dict, folder: Path = NOTEBOOKS_DIR, only: list[str] | None = None
+) -> list[str]:
+    """Where a notebook's badge, set-up cell or Colab links disagree with the catalog."""
+    problems = []
+    for entry in catalog["notebooks"]:
+        file = entry["file"]
+        if (only is not None and file not in only) or not (folder / file).is_file():
+            continue  # a missing file is file_problems' to report
+        nb = _read_notebook(folder / file)
+        expected = _read_notebook(folder / file)
+        if broken := sync_notebook(expected, catalog, entry):
+            problems += broken
+            continue
+        if nb.cells[0].source != expected.cells[0].source:
+            problems.append(
+                f"notebooks/{file}: its Colab badge is not the catalog's: run `make readme` (or --only {file})"
+            )
+        index = _setup_index(nb)
+        if nb.cells[index].source != expected.cells[index].source:
+            problems.append(
+                f"notebooks/{file}: its Colab set-up cell differs from the one the catalog gives "
+                f"(repository, branch, packages): run `make readme` (or this script with --only {file})"
+            )
+        text = "\n".join(cell.source for cell in nb.cells[1:])  # the badge was checked above
+        problems += _url_problems(
+            _BADGE_LINE.sub("", nb.cells[0].source) + text, catalog, f"notebooks/{file}"
+        )
+    return problems
+
+
+def write_notebooks(catalog: dict, folder: Path = NOTEBOOKS_DIR, only: list[str] | None = None) -> list[str]:
+    """Rewrite the badge and set-up cell of each catalog notebook (or of ``only``); returns those changed.
+
+    Idempotent, and nothing else in a notebook changes; a notebook that cannot be synced is left alone.
+    """
+    import nbformat
+
+    changed = []
+    for entry in catalog["notebooks"]:
+        path = folder / entry["file"]
+        if (only is not None and entry["file"] not in only) or not path.is_file():
+            continue
+        nb = _read_notebook(path)
+        before = nbformat.writes(nb)
+        if sync_notebook(nb, catalog, entry):
+            continue  # notebook_problems says why
+        if nbformat.writes(nb) != before:
+            with atomic_path(path) as tmp:
+                nbformat.write(nb, tmp)
+            changed.append(entry["file"])
+    return changed
+
+
 def write_readme(readme_path: Path, catalog: dict, checks: dict) -> None:
     """Rewrite the table block in place, atomically (temporary file in the same folder, then os.replace)."""
     text = replace_block(readme_path.read_text(encoding="utf-8"), render_table(catalog, checks))
@@ -193,8 +378,15 @@ def notebook_files(folder: Path = NOTEBOOKS_DIR) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check; exit 1 if anything is stale")
+    parser.add_argument(
+        "--only", nargs="+", metavar="NOTEBOOK", help="rewrite and check only these notebooks (file names)"
+    )
     args = parser.parse_args(argv)
     catalog, checks = load_catalog(), load_checks()
+    only = [Path(name).name for name in args.only] if args.only else None
+    if only and (unknown := sorted(set(only) - {e.get("file") for e in catalog.get("notebooks") or []})):
+        print(f"Not in notebooks/catalog.json: {', '.join(unknown)}", file=sys.stderr)
+        return 1
     if not args.check:
         if broken := catalog_problems(catalog):
             print("Cannot write the table:\n- " + "\n- ".join(broken), file=sys.stderr)
@@ -205,12 +397,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{README}: {err}", file=sys.stderr)
             return 1
         print(f"Wrote the table of {len(catalog['notebooks'])} notebooks into {README}")
-    problems = check(README.read_text(encoding="utf-8"), catalog, notebook_files(), checks)
+        changed = write_notebooks(catalog, only=only)
+        print(
+            f"Rewrote the Colab badge and set-up cell of {', '.join(changed) or 'no notebook (all current)'}"
+        )
+    readme = README.read_text(encoding="utf-8")
+    problems = check(readme, catalog, notebook_files(), checks)
+    if not catalog_problems(catalog):
+        problems += _url_problems(readme, catalog, "README.md")
+        problems += notebook_problems(catalog, only=only)
     if problems:
-        print("README/catalog problems:\n- " + "\n- ".join(problems), file=sys.stderr)
+        print("README/catalog/notebook problems:\n- " + "\n- ".join(problems), file=sys.stderr)
         return 1
     if args.check:
-        print("README.md's notebooks table is current.")
+        print("README.md's notebooks table and the notebooks' Colab cells are current.")
     return 0
 
 

@@ -41,9 +41,9 @@ def _catalog(*files: str) -> dict:
     return {
         "repository": "someone/repo",
         "branch": "dev",
+        "colab_packages": ["molmo-utils>=0.0.1"],
         "notebooks": [
-            {"file": f, "title": f"Title {f[:2]}", "teaches": f"Lesson {f[:2]}"}
-            | {"memory": SPEC}
+            {"file": f, "title": f"Title {f[:2]}", "teaches": f"Lesson {f[:2]}"} | {"memory": SPEC}
             for f in files
         ],
     }
@@ -196,9 +196,7 @@ def test_check_reports_notebook_missing_from_catalog():
         ["00_a.ipynb", "01_b.ipynb", "02_c.ipynb"],
         CHECKS,
     )
-    assert problems == [
-        "notebooks/02_c.ipynb is not in catalog.json: add an entry with file, title, teaches"
-    ]
+    assert problems == ["notebooks/02_c.ipynb is not in catalog.json: add an entry with file, title, teaches"]
 
 
 def test_check_reports_catalog_entry_without_notebook():
@@ -267,3 +265,117 @@ def test_load_catalog_bad_json(tmp_path):
         mrt.load_catalog(path)
     with pytest.raises(SystemExit, match="does not exist"):
         mrt.load_catalog(tmp_path / "missing.json")
+
+
+# --- the notebooks' Colab badge and set-up cell ----------------------------------------------------
+
+OLD_SETUP = (
+    "import sys\n\n"
+    'if "google.colab" in sys.modules:  # only on Colab\n'
+    "    !git clone -q --depth 1 https://github.com/old/place /content/place\n"
+)
+
+
+def _write_notebook(folder: Path, file: str, badge_repo: str = "old/place") -> Path:
+    import nbformat
+
+    cells = [
+        nbformat.v4.new_markdown_cell(
+            f"# Title\n\n[![Open In Colab]({BADGE})](https://colab.research.google.com/github/{badge_repo}"
+            f"/blob/main/notebooks/{file})\n\nWhat it teaches."
+        ),
+        nbformat.v4.new_markdown_cell("## Setup"),
+        nbformat.v4.new_code_cell(OLD_SETUP),
+        nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(1)"),
+        nbformat.v4.new_markdown_cell("## Things to try\n\nOpen 01 on Colab."),
+    ]
+    cells[3].outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
+    cells[3].execution_count = 1
+    path = folder / file
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
+    return path
+
+
+def _colab_catalog(*files: str) -> dict:
+    catalog = _catalog(*files)
+    catalog["notebooks"][-1]["colab_extras"] = ["peft>=0.18"]
+    return catalog
+
+
+def test_write_notebooks_rewrites_only_the_badge_and_the_set_up_cell(tmp_path):
+    import nbformat
+
+    catalog = _colab_catalog("00_a.ipynb", "01_b.ipynb")
+    for file in ("00_a.ipynb", "01_b.ipynb"):
+        _write_notebook(tmp_path, file)
+    before = nbformat.read(tmp_path / "01_b.ipynb", as_version=4)
+    assert len(mrt.notebook_problems(catalog, tmp_path)) == 4  # two stale badges, two stale cells
+    assert mrt.write_notebooks(catalog, tmp_path, only=["01_b.ipynb"]) == ["01_b.ipynb"]
+    assert len(mrt.notebook_problems(catalog, tmp_path)) == 2  # 00_a was left alone
+    after = nbformat.read(tmp_path / "01_b.ipynb", as_version=4)
+    assert "github/someone/repo/blob/dev/notebooks/01_b.ipynb" in after.cells[0].source
+    assert after.cells[0].source.startswith("# Title\n\n") and after.cells[0].source.endswith(
+        "What it teaches."
+    )
+    setup = after.cells[2].source
+    assert '"https://github.com/someone/repo", "dev"' in setup and '"/content/repo"' in setup
+    assert 'PACKAGES = ["molmo-utils>=0.0.1", "peft>=0.18"]' in setup  # the catalog's, plus 01's extra
+    assert [c.source for c in after.cells[1:2] + after.cells[3:]] == [
+        c.source for c in before.cells[1:2] + before.cells[3:]
+    ]
+    assert after.cells[3].outputs == before.cells[3].outputs and after.cells[3].execution_count == 1
+    assert mrt.write_notebooks(catalog, tmp_path) == ["00_a.ipynb"]
+    assert mrt.write_notebooks(catalog, tmp_path) == []  # idempotent
+    assert mrt.notebook_problems(catalog, tmp_path) == []
+
+
+def test_notebook_problems_name_a_badge_a_clone_url_or_a_link_that_disagree(tmp_path):
+    import nbformat
+
+    catalog = _colab_catalog("00_a.ipynb")
+    path = _write_notebook(tmp_path, "00_a.ipynb")
+    mrt.write_notebooks(catalog, tmp_path)
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[2].source = nb.cells[2].source.replace("someone/repo", "someone/fork")
+    nb.cells[4].source += " https://colab.research.google.com/github/someone/fork/blob/dev/notebooks/01.ipynb"
+    nbformat.write(nb, path)
+    problems = mrt.notebook_problems(catalog, tmp_path)
+    assert problems == [
+        "notebooks/00_a.ipynb: its Colab set-up cell differs from the one the catalog gives (repository, "
+        "branch, packages): run `make readme` (or this script with --only 00_a.ipynb)",
+        "notebooks/00_a.ipynb links https://colab.research.google.com/github/someone/fork/blob/dev/notebooks/"
+        "01.ipynb, not the catalog's someone/repo (branch dev): run `make readme`",
+    ]
+    catalog["branch"] = "main"  # the maintainer moved the branch: every badge is now stale
+    assert any("its Colab badge is not the catalog's" in p for p in mrt.notebook_problems(catalog, tmp_path))
+
+
+def test_readme_links_outside_the_table_must_follow_the_catalog_too():
+    catalog = _colab_catalog("00_a.ipynb")
+    text = (
+        _readme(EXPECTED)
+        + "[open](https://colab.research.google.com/github/old/place/blob/dev/notebooks/x)\n"
+    )
+    assert len(mrt._url_problems(text, catalog, "README.md")) == 1
+    assert mrt._url_problems(_readme(EXPECTED), catalog, "README.md") == []
+
+
+def test_a_notebook_without_badge_or_set_up_cell_is_named_not_rewritten(tmp_path):
+    import nbformat
+
+    catalog = _colab_catalog("00_a.ipynb")
+    path = tmp_path / "00_a.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Title")]), path)
+    before = path.read_text()
+    assert mrt.write_notebooks(catalog, tmp_path) == [] and path.read_text() == before
+    assert "needs one line with the Colab badge" in mrt.notebook_problems(catalog, tmp_path)[0]
+
+
+def test_catalog_needs_colab_packages_and_an_owner_name_repository():
+    catalog = _colab_catalog("00_a.ipynb")
+    assert mrt.catalog_problems(catalog) == []
+    catalog["repository"] = "https://github.com/someone/repo"
+    del catalog["colab_packages"]
+    problems = mrt.catalog_problems(catalog)
+    assert any("must be GitHub's 'owner/name'" in p for p in problems)
+    assert any("needs 'colab_packages'" in p for p in problems)
