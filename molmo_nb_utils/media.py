@@ -19,8 +19,15 @@ model cards use), reproduced on a faster reader:
 processor is given, so one decode serves the model, the drawings and the scores. Tests compare
 it with ``molmo_utils`` on generated videos of odd frame rates and durations.
 
-Videos are decoded with PyAV (FFmpeg) and returned as stored, without rotation metadata, as
-``molmo_utils`` does.
+Videos are shown upright, as people see them: a phone video stored 640x360 with a 90-degree
+rotation in its display matrix is decoded and turned to 360x640 (``VideoInfo.rotation`` says by how
+much), so the model, the drawings and point coordinates all use the upright pixels, as images with
+EXIF orientation do. (``molmo_utils`` ignores the rotation and would show such a video sideways.)
+
+Memory: the frames are decoded into one array allocated up front (never a list of frames and then a
+stacked copy), and when that array would not fit in the memory available, ``sample_frames`` says so
+before decoding, with an ``fps``, ``max_frames`` or size that would fit. Images larger than
+``MAX_IMAGE_PIXELS`` are decoded at a reduced scale (JPEG) or refused before they are decoded.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import math
 import numbers
 import os
 import urllib.parse
+import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -52,6 +60,15 @@ __all__ = ["VideoFrames", "VideoInfo", "load_image", "sample_frames", "video_inf
 DEFAULT_FPS = 2.0
 DEFAULT_MAX_FRAMES = 384
 TRACKING_FPS = 8.0
+
+# Images up to this many pixels load in full: a 50 MP phone photo (8160x6120) does, a 108 MP one
+# (12000x9000) too. Beyond it a JPEG is decoded at 1/2, 1/4 or 1/8 scale (libjpeg does that while
+# decoding, so the full image is never in memory) and other formats are refused: a 560 KB PNG of
+# 12000x12000 would otherwise take gigabytes. Molmo2 itself sees at most a few 378 px crops.
+MAX_IMAGE_PIXELS = 120_000_000
+# Share of the available memory the decoded frames of one video may take; the processor, the model
+# and the drawings need the rest.
+MEMORY_SHARE = 0.8
 
 # ---------------------------------------------------------------------------------------------
 # Images
@@ -81,34 +98,74 @@ def load_image(src: str | os.PathLike | bytes | Image.Image) -> Image.Image:
 
 def _open_image(fp: Path | io.BytesIO, name: str) -> Image.Image:
     try:
-        with Image.open(fp) as image:
+        with warnings.catch_warnings(), Image.open(fp) as image:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # ours is MAX_IMAGE_PIXELS
+            _limit_pixels(image, name)  # reads the header only: nothing is decoded yet
             image.load()
-            return _upright_rgb(image)
+            return _upright_rgb(image, own=True)
+    except Image.DecompressionBombError as err:  # Pillow's own refusal, past twice its limit
+        raise ValueError(_too_large(name, str(err))) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        if isinstance(err, _TooLarge):
+            raise ValueError(str(err)) from None
         raise ValueError(
             f"Cannot read {name} as an image ({err}). It may be truncated or not an image: open it in an "
             "image viewer, and if it was downloaded, fetch it again with download(url, force=True)."
         ) from err
 
 
-def _upright_rgb(image: Image.Image) -> Image.Image:
-    """EXIF-rotated RGB copy; alpha composited on white, 16-bit grey scaled to 8 bits."""
+class _TooLarge(ValueError):
+    pass
+
+
+def _too_large(name: str, size: str) -> str:
+    return (
+        f"{name} is too large to load: {size}, more than the {MAX_IMAGE_PIXELS / 1e6:g} megapixels "
+        "load_image decodes (a 50 MP phone photo loads; Molmo2 sees at most a few 378x378 crops of any "
+        "image). Scale it down first, e.g. to 8000 px on the long side with an image editor or "
+        "`magick big.png -resize 8000x8000 smaller.png`, or save it as JPEG, which loads at a reduced scale."
+    )
+
+
+def _limit_pixels(image: Image.Image, name: str) -> None:
+    """Past MAX_IMAGE_PIXELS: ask libjpeg for a 1/2, 1/4 or 1/8 scale decode, or refuse (other formats)."""
+    width, height = image.size
+    if width * height <= MAX_IMAGE_PIXELS:
+        return
+    if image.format == "JPEG":
+        scale = next((s for s in (2, 4, 8) if (width // s) * (height // s) <= MAX_IMAGE_PIXELS), 8)
+        image.draft("RGB", (math.ceil(width / scale), math.ceil(height / scale)))
+        if image.size[0] * image.size[1] <= MAX_IMAGE_PIXELS:
+            return
+    raise _TooLarge(_too_large(name, f"{width}x{height} pixels ({width * height / 1e6:.0f} megapixels)"))
+
+
+def _upright_rgb(image: Image.Image, own: bool = False) -> Image.Image:
+    """EXIF-rotated RGB image; alpha composited on white, 16-bit grey scaled to 8 bits.
+
+    A new image, and never more than one extra copy at a time: with ``own`` (an image just loaded
+    here) the rotation is done in place.
+    """
     try:
-        image = ImageOps.exif_transpose(image)  # always a new image
+        if own:
+            ImageOps.exif_transpose(image, in_place=True)
+        else:
+            image = ImageOps.exif_transpose(image)  # a new image
     except Exception:  # a broken EXIF block should not make a readable photo unusable
-        image = image.copy()
+        image = image if own else image.copy()
     mode = image.mode
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
+        rgba = image if mode == "RGBA" else image.convert("RGBA")
+        white = Image.new("RGB", rgba.size, (255, 255, 255))
+        white.paste(rgba, mask=rgba.getchannel("A"))  # in place: one RGB and one alpha plane more
+        return white
     if mode.startswith("I") or mode == "F":
         values = np.asarray(image, dtype=np.float64)
         if mode.startswith("I;16") or values.max(initial=0) > 255:
             values = values / 257.0  # 0..65535 -> 0..255
         gray = np.clip(np.round(values), 0, 255).astype(np.uint8)
         return Image.fromarray(gray).convert("RGB")
-    return image.convert("RGB")
+    return image if own and mode == "RGB" else image.convert("RGB")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,7 +175,12 @@ def _upright_rgb(image: Image.Image) -> Image.Image:
 @dataclass(frozen=True)
 class VideoInfo:
     """A video's facts, measured as ``molmo_utils`` measures them (``duration`` runs from the first
-    frame's start to the last frame's end)."""
+    frame's start to the last frame's end).
+
+    ``width`` and ``height`` are the upright size, as a player shows the video; ``rotation`` is the
+    counter-clockwise turn in degrees (0, 90, 180 or 270) that brings the stored frames upright (a
+    phone video stored 640x360 with rotation 90 or 270 is 360x640 here).
+    """
 
     path: Path
     fps: float
@@ -126,6 +188,7 @@ class VideoInfo:
     duration: float
     width: int
     height: int
+    rotation: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,7 +200,7 @@ class VideoFrames:
     ``frames, timestamps = sample_frames(...)``.
     """
 
-    frames: np.ndarray  # (N, H, W, 3) uint8 RGB
+    frames: np.ndarray  # (N, H, W, 3) uint8 RGB, upright
     timestamps: list[float]
     indices: list[int]
     info: VideoInfo
@@ -177,7 +240,8 @@ class VideoFrames:
 
 
 def video_info(path: str | os.PathLike) -> VideoInfo:
-    """Frame rate, frame count, duration and size of a video (reads packet headers, decodes nothing)."""
+    """Frame rate, frame count, duration, upright size and rotation of a video (reads packet
+    headers and decodes one frame)."""
     path = _check_video_file(path)
     return _index(path).info
 
@@ -204,11 +268,72 @@ def sample_frames(
     path = _check_video_file(video)
     index = _index(path)
     times, indices = _plan(index, fps, budget)
+    frames = _frames_array(index.info, times, fps, budget)  # fails here, before decoding, if too big
     try:
-        frames = _read_pyav(path, index, indices)
+        _read_pyav(path, index, indices, frames)
+    except MemoryError:
+        raise
     except Exception as err:
         raise _unreadable(path, err) from None
     return VideoFrames(frames, times, indices, index.info)
+
+
+def _available_memory() -> int:
+    """Bytes of memory this process can still use without swapping (what the OS says is available)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def _frames_array(info: VideoInfo, times: list[float], fps: float | None, budget: int) -> np.ndarray:
+    """The one array the frames are decoded into; a clear MemoryError when it would not fit.
+
+    The message gives what would fit: fewer frames (``max_frames``), a lower ``fps``, or the video
+    scaled down. Nothing is wrong with the file, so it never says "corrupt".
+    """
+    frame_bytes = info.width * info.height * 3
+    need = len(times) * frame_bytes
+    available = _available_memory()
+    allowed = int(available * MEMORY_SHARE)
+    if need <= allowed:
+        try:
+            return np.empty((len(times), info.height, info.width, 3), np.uint8)
+        except MemoryError:
+            pass  # the OS said yes, the allocator no: same advice
+    fit = allowed // frame_bytes
+    ways = []
+    if fit >= 1:
+        ways.append(f"max_frames={fit}" + (f" (at fps={fps:g})" if fps else ""))
+        lower = _fps_that_fits(info.duration, fit) if fps else None
+        if lower is not None and lower < fps:
+            ways.append(f"fps={lower:g}")
+    scale = math.sqrt(allowed / need)
+    width, height = int(info.width * scale) // 2 * 2, int(info.height * scale) // 2 * 2
+    if width >= 16 and height >= 16:
+        ways.append(
+            f"the video scaled down to {width}x{height} first, e.g. "
+            f"`ffmpeg -i {info.path.name} -vf scale={width}:{height} smaller.mp4`"
+        )
+    raise MemoryError(
+        f"{len(times)} frames of {info.path.name} at {info.width}x{info.height} need "
+        f"{need / 1e9:.2f} GB of memory, but only {allowed / 1e9:.2f} GB can be used "
+        f"({MEMORY_SHARE:.0%} of the {available / 1e9:.2f} GB available now). "
+        + ("These would fit: " + "; or ".join(ways) + ". " if ways else "Free some memory first. ")
+        + "The file itself is fine."
+    )
+
+
+def _fps_that_fits(duration: float, frames: int) -> float | None:
+    """The highest fps, in steps of 0.1 (then 0.01), whose sampling of ``duration`` takes at most ``frames``."""
+    from molmo_utils.vision_process import sample_times
+
+    for step in (0.1, 0.01):
+        fps = math.floor(max(frames - 1, 0) / max(duration, 1e-9) / step) * step
+        while fps >= step - 1e-12:
+            if len(sample_times(duration, 10**9, "uniform_last_frame", max_fps=fps)) <= frames:
+                return round(fps, 2)
+            fps -= step
+    return None
 
 
 def _budget(max_frames: int | None, num_frames: int | None) -> int:
@@ -316,6 +441,7 @@ def _index_of(resolved: str, mtime_ns: int, size: int, path: Path) -> _AvIndex:
                 key_pts.append(packet.pts)
         width, height = stream.codec_context.width, stream.codec_context.height
         time_base, stream_duration = stream.time_base, stream.duration
+        rotation = _rotation(container, stream) if pts else 0
     if not pts:
         raise ValueError("it has no video frames")
     if not rate:
@@ -329,12 +455,30 @@ def _index_of(resolved: str, mtime_ns: int, size: int, path: Path) -> _AvIndex:
     if end is None or end < pts[-1]:
         end = pts[-1] * time_base + 1 / Fraction(rate)
     duration = float(end - pts[0] * time_base)
-    info = VideoInfo(path, float(rate), len(pts), duration, int(width), int(height))
+    if rotation in (90, 270):
+        width, height = height, width
+    info = VideoInfo(path, float(rate), len(pts), duration, int(width), int(height), rotation)
     return _AvIndex(pts, keyframes, Fraction(time_base), info)
 
 
-def _read_pyav(path: Path, index: _AvIndex, indices: Sequence[int]) -> np.ndarray:
-    wanted = sorted(set(indices))
+def _rotation(container, stream) -> int:
+    """The counter-clockwise turn (0, 90, 180, 270) that shows the stored frames upright.
+
+    FFmpeg gives each decoded frame the stream's display matrix (a phone's "rotate" tag); PyAV
+    reads its angle as ``VideoFrame.rotation``. Angles that are not quarter turns are rounded to one.
+    """
+    container.seek(0, stream=stream, backward=True)
+    for frame in container.decode(stream):
+        return round(getattr(frame, "rotation", 0) / 90) % 4 * 90
+    return 0
+
+
+def _read_pyav(path: Path, index: _AvIndex, indices: Sequence[int], out: np.ndarray) -> None:
+    """Decode frame ``indices[k]`` into ``out[k]``, upright; a frame wanted twice is decoded once."""
+    slots: dict[int, list[int]] = {}
+    for k, i in enumerate(indices):
+        slots.setdefault(i, []).append(k)
+    wanted = sorted(slots)
     # Runs of wanted frames that one forward decode serves: a new run starts where a keyframe lies
     # after the previous wanted frame, since seeking there is cheaper than decoding up to it.
     runs: list[list[int]] = []
@@ -347,13 +491,10 @@ def _read_pyav(path: Path, index: _AvIndex, indices: Sequence[int]) -> np.ndarra
     workers = max(1, min(len(runs), _cpu_count(), 4))
     chunks = _split_runs(runs, index.keyframes, workers)
     if len(chunks) == 1:
-        got = _decode_runs(path, index, chunks[0])
-    else:
-        got = {}
+        _decode_runs(path, index, chunks[0], slots, out)
+    else:  # each thread writes its own frames' slots of ``out``
         with ThreadPoolExecutor(len(chunks)) as pool:  # PyAV releases the GIL while decoding
-            for part in pool.map(lambda chunk: _decode_runs(path, index, chunk), chunks):
-                got.update(part)
-    return np.stack([got[i] for i in indices])
+            list(pool.map(lambda chunk: _decode_runs(path, index, chunk, slots, out), chunks))
 
 
 def _split_runs(runs: list[list[int]], keyframes: list[int], parts: int) -> list[list[list[int]]]:
@@ -370,36 +511,41 @@ def _split_runs(runs: list[list[int]], keyframes: list[int], parts: int) -> list
     return chunks
 
 
-def _decode_runs(path: Path, index: _AvIndex, runs: list[list[int]]) -> dict[int, np.ndarray]:
+def _decode_runs(
+    path: Path, index: _AvIndex, runs: list[list[int]], slots: dict[int, list[int]], out: np.ndarray
+) -> None:
     import av
 
-    got: dict[int, np.ndarray] = {}
+    got: set[int] = set()
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "SLICE"  # frame threads only add latency here; cores are used by runs
         for run in runs:
             key = index.keyframes[bisect.bisect_right(index.keyframes, run[0]) - 1]
-            got.update(_decode_run(container, stream, index, run, key, skip=True))
+            got |= _decode_run(container, stream, index, run, key, slots, out, skip=True)
             if not all(i in got for i in run):  # an odd file: decode plainly from the start
-                got.update(_decode_run(container, stream, index, run, 0, skip=False))
+                got |= _decode_run(container, stream, index, run, 0, slots, out, skip=False)
             missing = [i for i in run if i not in got]
             if missing:
                 raise ValueError(f"frames {missing[:5]} could not be decoded")
-    return got
 
 
-def _decode_run(container, stream, index: _AvIndex, run: list[int], key: int, skip: bool) -> dict:
+def _decode_run(container, stream, index: _AvIndex, run, key, slots, out: np.ndarray, *, skip: bool) -> set[int]:
     wanted = {index.pts[i]: i for i in run}
     codec = stream.codec_context
+    turns = index.info.rotation // 90
     container.seek(index.pts[key], stream=stream, backward=True)  # to the keyframe; resets decoder
-    got: dict[int, np.ndarray] = {}
+    got: set[int] = set()
     for packet in container.demux(stream):
         if skip:  # decode frames no other frame references only when we want them
             codec.skip_frame = "DEFAULT" if packet.pts in wanted else "NONREF"
         for frame in packet.decode():
             i = wanted.get(frame.pts)
             if i is not None:
-                got[i] = frame.to_ndarray(format="rgb24")
+                rgb = frame.to_ndarray(format="rgb24")  # one frame as stored; turned upright below
+                for k in slots[i]:
+                    out[k] = np.rot90(rgb, turns) if turns else rgb
+                got.add(i)
         if len(got) == len(wanted):
             break
     codec.skip_frame = "DEFAULT"

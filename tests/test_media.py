@@ -80,14 +80,14 @@ def test_test_video_has_unreferenced_frames_and_keyframes_every_8(video):
     assert 10 <= kept < NUM_FRAMES  # some frames are referenced by no other frame
 
 
-def coded_video(path: Path, num_frames: int, rate: Fraction | int, width: int = 80) -> Path:
+def coded_video(path: Path, num_frames: int, rate: Fraction | int, width: int = 80, height: int = H) -> Path:
     """A video whose frame i shows i in binary as 10 vertical stripes (any rate, up to 1024 frames)."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, H, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"preset": "veryfast", "x264-params": "keyint=12:min-keyint=12:scenecut=0:bframes=2"}
         for i in range(num_frames):
-            pixels = np.zeros((H, width, 3), np.uint8)
+            pixels = np.zeros((height, width, 3), np.uint8)
             for bit in range(10):
                 if (i >> bit) & 1:
                     pixels[:, bit * 8 : bit * 8 + 8] = 255
@@ -357,6 +357,120 @@ def test_not_a_path():
 
 
 # ---------------------------------------------------------------------------------------------
+# Phone videos: stored sideways, shown upright
+
+RW, RH = 64, 36  # the stored size of the rotated test videos
+
+
+def rotated_video(path: Path, degrees: int, num_frames: int = 6) -> Path:
+    """A 64x36 video with a display rotation, as phones write; a white box in the stored top-left."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = RW, RH, "yuv420p"
+        stream.set_display_rotation(degrees)  # counter-clockwise, as VideoFrame.rotation reads it
+        for _ in range(num_frames):
+            pixels = np.zeros((RH, RW, 3), np.uint8)
+            pixels[:12, :20] = 255
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def _box(frame: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the white box, inclusive."""
+    rows, cols = np.nonzero(frame[..., 0] > 128)
+    return rows.min(), rows.max(), cols.min(), cols.max()
+
+
+# Where the stored top-left box is once the frame is upright, worked out by hand: turned a quarter
+# counter-clockwise (90), the stored top-left corner goes to the bottom-left; half a turn (180),
+# bottom-right; three quarters (270, i.e. a quarter clockwise), top-right.
+@pytest.mark.parametrize(
+    ("degrees", "size", "box"),
+    [
+        (0, (64, 36), (0, 11, 0, 19)),
+        (90, (36, 64), (44, 63, 0, 11)),
+        (180, (64, 36), (24, 35, 44, 63)),
+        (270, (36, 64), (0, 19, 24, 35)),
+    ],
+)
+def test_rotated_videos_are_shown_upright(tmp_path, degrees, size, box):
+    import cv2
+
+    path = rotated_video(tmp_path / f"phone{degrees}.mp4", degrees)
+    info = video_info(path)
+    assert (info.width, info.height, info.rotation) == (*size, degrees)
+    seen = sample_frames(path)
+    assert seen.size == size and seen.frames.shape[1:] == (size[1], size[0], 3)
+    assert (seen.metadata()["width"], seen.metadata()["height"]) == size  # what the processor is told
+    assert all(_box(frame) == box for frame in seen.frames)
+    # OpenCV applies the display matrix on its own (CAP_PROP_ORIENTATION_AUTO): the same picture.
+    capture = cv2.VideoCapture(str(path))
+    ok, bgr = capture.read()
+    capture.release()
+    assert ok and np.abs(bgr[..., ::-1].astype(int) - seen.frames[0]).mean() < 2
+
+
+def test_points_on_a_rotated_video_are_in_upright_pixels(tmp_path):
+    from molmo_nb_utils.asking import Answer
+
+    seen = sample_frames(rotated_video(tmp_path / "phone.mp4", 90))
+    # The box's centre in the upright 36x64 frame is (6, 54): 0..1000 coordinates 167, 844.
+    answer = Answer('<points coords="0.0 1 167 844">box</points>', videos=[seen])
+    (point,) = answer.points()
+    assert abs(point.x - 6) < 0.5 and abs(point.y - 54) < 0.5
+    frame = seen.frames[0]
+    assert frame[round(point.y), round(point.x), 0] > 128  # on the white box
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory: one copy of the frames, and a clear message when they will not fit
+
+
+def test_frames_are_decoded_into_one_array(tmp_path):
+    """Peak memory of sample_frames is one copy of the frames, not a list of them plus a stack."""
+    path = coded_video(tmp_path / "hd.mp4", 30, 30, width=1920, height=1080)  # 1 s at 30 fps
+    script = (
+        "import sys\n"
+        "from molmo_nb_utils.media import sample_frames\n"
+        "sample_frames(sys.argv[1], fps=1)  # libraries and decoders loaded: not the frames\n"
+        f"{MEASURE}"
+        "frames = sample_frames(sys.argv[1], fps=30, max_frames=1000).frames\n"
+        "print(grown_kb(), frames.nbytes // 1024)\n"
+    )
+    grown_kb, frames_kb = map(int, _run_python(script, str(path)).split())
+    assert frames_kb == 31 * 1920 * 1080 * 3 // 1024  # 188 MB
+    assert grown_kb < 1.5 * frames_kb  # a second copy would take it to 2x
+
+
+def test_frames_that_do_not_fit_fail_before_decoding_and_say_what_fits(video, monkeypatch):
+    frame_bytes = W * H * 3
+    monkeypatch.setattr(media, "_available_memory", lambda: int(8 * frame_bytes / media.MEMORY_SHARE) + 100)
+    decoded = []
+    monkeypatch.setattr(media, "_read_pyav", lambda *args: decoded.append(args))
+    with pytest.raises(MemoryError) as caught:
+        sample_frames(video, fps=10)  # 31 frames; 8 fit
+    message = str(caught.value)
+    assert not decoded and "corrupt" not in message and "re-encode" not in message
+    assert "31 frames of index.mp4 at 64x48" in message and "max_frames=8 (at fps=10)" in message
+    fps = float(re.search(r"; or fps=([0-9.]+)", message).group(1))
+    width, height = map(int, re.search(r"scaled down to (\d+)x(\d+)", message).groups())
+    # Each suggestion really fits: the frames it takes need no more than the memory allowed.
+    monkeypatch.undo()
+    monkeypatch.setattr(media, "_available_memory", lambda: int(8 * frame_bytes / media.MEMORY_SHARE) + 100)
+    assert len(sample_frames(video, fps=10, max_frames=8).frames) == 8
+    assert len(sample_frames(video, fps=fps).frames) <= 8 and fps >= 2  # 2 fps: 7 frames
+    assert 31 * width * height * 3 <= 8 * frame_bytes and width >= 0.9 * W * math.sqrt(8 / 31)
+
+
+def test_not_even_one_frame_fits(video, monkeypatch):
+    monkeypatch.setattr(media, "_available_memory", lambda: 1000)
+    with pytest.raises(MemoryError, match="Free some memory first") as caught:
+        sample_frames(video)
+    assert "max_frames" not in str(caught.value)
+
+
+# ---------------------------------------------------------------------------------------------
 # Images
 
 
@@ -452,3 +566,98 @@ def test_unreadable_images(tmp_path):
         load_image(b"hello")
     with pytest.raises(TypeError, match="not int"):
         load_image(42)
+
+
+# ---------------------------------------------------------------------------------------------
+# Very large images: a limit that photos pass, decoded small or refused before they are in memory
+
+
+# Peak memory growth from here on, from Linux's own counters of this process (VmHWM is the peak
+# resident size; ru_maxrss would not do: it carries over the parent's peak through fork and exec).
+MEASURE = (
+    "def _status(key):\n"
+    "    line = next(l for l in open('/proc/self/status') if l.startswith(key + ':'))\n"
+    "    return int(line.split()[1])\n"
+    "now_kb = _status('VmRSS')\n"
+    "def grown_kb():\n"
+    "    return _status('VmHWM') - now_kb\n"
+)
+
+
+def _run_python(script: str, *args: str) -> str:
+    """Run ``script`` in a fresh Python (its own peak memory); return what it prints."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _peak_rss_of_load(path: Path) -> tuple[str, int]:
+    """Load ``path`` in a fresh Python; (the size or the error, peak memory growth in MB)."""
+    script = (
+        "import io\n"
+        "from PIL import Image\n"
+        "from molmo_nb_utils.media import load_image\n"
+        "tiny = io.BytesIO()\n"
+        "Image.new('RGB', (2, 2)).save(tiny, 'PNG')\n"
+        "load_image(tiny.getvalue())  # what loads lazily is loaded now: not the image\n"
+        f"{MEASURE}"
+        "try:\n"
+        f"    result = 'x'.join(map(str, load_image({str(path)!r}).size))\n"
+        "except ValueError as err:\n"
+        "    result = str(err)\n"
+        "print(grown_kb() // 1024, result)\n"
+    )
+    grown, result = _run_python(script).split(" ", 1)
+    return result, int(grown)
+
+
+def _huge_png(path: Path, side: int) -> Path:
+    """An RGBA PNG of side x side transparent pixels: a few hundred KB on disk (written in pieces)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    squeeze = zlib.compressobj(9)
+    row = bytes(1 + 4 * side)  # filter byte 0, then transparent black
+    data = b"".join(squeeze.compress(row) for _ in range(side)) + squeeze.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 6, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_huge_png_is_refused_before_it_is_decoded(tmp_path):
+    path = _huge_png(tmp_path / "bomb.png", 12000)
+    assert path.stat().st_size < 1_000_000
+    with Image.open(path) as image:
+        assert image.size == (12000, 12000)  # a real, valid PNG (576 MB as RGBA)
+    message, grown_mb = _peak_rss_of_load(path)
+    assert "bomb.png is too large to load: 12000x12000 pixels (144 megapixels)" in message
+    assert "Scale it down first" in message
+    assert grown_mb < 200  # not decoded: one RGBA copy alone is 549 MB (and loading took 3.2 GB)
+
+
+def test_a_50_megapixel_photo_loads_in_full(tmp_path):
+    path = tmp_path / "phone_50mp.jpg"
+    Image.new("RGB", (8160, 6120), (90, 140, 200)).save(path, quality=80)
+    size, grown_mb = _peak_rss_of_load(path)
+    assert size == "8160x6120"
+    assert grown_mb < 3 * 8160 * 6120 * 3 / 2**20  # under three RGB copies (150 MB each)
+
+
+def test_past_the_limit_a_jpeg_is_decoded_at_a_reduced_scale(tmp_path, monkeypatch):
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (400, 300), (200, 30, 30)).save(path)
+    monkeypatch.setattr(media, "MAX_IMAGE_PIXELS", 10_000)  # 400x300 is 12x that: 1/4 scale fits
+    image = load_image(path)
+    assert image.size == (100, 75) and image.getpixel((50, 40))[0] > 180
+    png = tmp_path / "big.png"
+    Image.new("RGB", (400, 300)).save(png)
+    with pytest.raises(ValueError, match="big.png is too large to load: 400x300 pixels"):
+        load_image(png)
+    with pytest.raises(ValueError, match="the given bytes .* too large to load"):
+        load_image(png.read_bytes())
