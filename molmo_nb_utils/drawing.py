@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
 from molmo_nb_utils.grounding import nearest_index, time_to_frame
-from molmo_nb_utils.media import VideoFrames
+from molmo_nb_utils.media import VideoFrames, video_info
 from molmo_nb_utils.paths import atomic_path
 
 if TYPE_CHECKING:
@@ -65,6 +65,11 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 )
 WHITE = (255, 255, 255)
 BLACK = (0, 0, 0)
+# A notebook shows a picture at most about this wide (JupyterLab's output area at a common window
+# size is 860-1000 px; wider pictures are shrunk to fit, and their labels with them). Pictures that
+# put several images side by side are laid out at this width, so their labels are read at the size
+# they are drawn.
+DISPLAY_WIDTH = 1000
 VIDEO_PRESET = "superfast"  # measured: x264 "veryfast" is slower than real time for 720p on 2 cores
 VIDEO_CRF = 23
 
@@ -204,12 +209,19 @@ def draw_points(
 
 
 def draw_points_on_images(
-    images: Sequence[Any], points: Iterable[Point], *, label: str | None = None
+    images: Sequence[Any],
+    points: Iterable[Point],
+    *,
+    label: str | None = None,
+    max_width: int = DISPLAY_WIDTH,
 ) -> Image.Image:
     """Several images side by side at one height, titled "Image 1", "Image 2", ..., each with its points.
 
     A point goes to the image ``Point.image`` (1-based) names; a point without an image goes on
     every image. The top header gives the total count of distinct (image, id) pairs.
+
+    The strip is at most ``max_width`` pixels wide (the width a notebook shows it at), and markers
+    and labels are sized for the whole strip, so they read as well as on a single image.
     """
     if len(images) == 0:
         raise ValueError("draw_points_on_images needs at least one image")
@@ -221,9 +233,15 @@ def draw_points_on_images(
             f"points refer to image(s) {missing} but only {len(pictures)} image(s) were given; "
             "pass all the images the model saw, in the same order"
         )
-    height = min(max(im.height for im in pictures), 1024)
-    style = _style(max(round(im.width * height / im.height) for im in pictures), height)
-    gap = max(4, style.radius)
+    if max_width < 16 * len(pictures):
+        raise ValueError(f"max_width={max_width} is too small for {len(pictures)} images side by side")
+    gap = 8
+    aspects = sum(im.width / im.height for im in pictures)
+    height = max(8, min(max(im.height for im in pictures), 1024, int((max_width - gap * (len(pictures) - 1)) / aspects)))
+    strip = round(aspects * height) + gap * (len(pictures) - 1)
+    # Sized as for one image of 3/4 of the strip's width: a label is about 1/53 of the strip wide
+    # (19 px on a 1000 px strip), half again as large as each panel's own size would give.
+    style = _style(round(strip * 0.75), height)
     panels, shown = [], set()
     for index, picture in enumerate(pictures, start=1):
         scale = height / picture.height
@@ -526,18 +544,25 @@ def render_tracks_video(
     then the sample at time t is drawn from exactly the frame shown at t until the next sample
     (the rule of :func:`draw_tracks`). Given a path, the frame is ``round(t * fps)``.
     ``max_width`` scales wider videos down (points scale with them).
+
+    A phone video stored sideways with a rotation is drawn and written upright (points are in
+    upright pixels, as ``sample_frames`` gives them), so the MP4 plays upright in every player
+    without needing the rotation tag.
     """
     seen = video if isinstance(video, VideoFrames) else None
     path = seen.info.path if seen is not None else Path(video)
     tracks = _index_tracks(points)
     _check_trail(trail)
     with _open_video(path) as container:
+        turns = (seen.info if seen is not None else video_info(path)).rotation // 90
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         fps = stream.average_rate or stream.guessed_rate
         if not fps:
             raise ValueError(f"{path} does not say its frame rate; re-encode it with a constant frame rate")
         src_w, src_h = stream.codec_context.width, stream.codec_context.height
+        if turns % 2:  # sizes below are upright; frames are decoded as stored, then turned
+            src_w, src_h = src_h, src_w
         if max_width is not None and src_w > max_width:
             width, height = max(2, max_width // 2 * 2), max(2, round(src_h * max_width / src_w) // 2 * 2)
         else:
@@ -546,11 +571,14 @@ def render_tracks_video(
         scale = (width / src_w, height / src_h) if resize else (1.0, 1.0)
         starts = [seen.frame_at(t) if seen else time_to_frame(t, fps) for t in tracks.times]
         style = _style(width, height)
+        stored = (height, width) if turns % 2 else (width, height)
 
         def annotated() -> Iterator[np.ndarray]:
             k = -1
             for index, frame in enumerate(container.decode(stream)):
-                rgb = _decode_rgb(frame, width, height, resize)
+                rgb = _decode_rgb(frame, *stored, resize)
+                if turns:
+                    rgb = np.ascontiguousarray(np.rot90(rgb, turns))  # OpenCV draws on contiguous arrays
                 while k + 1 < len(starts) and starts[k + 1] <= index:
                     k += 1
                 if k >= 0:
@@ -609,10 +637,12 @@ def write_gif(
     return out_path
 
 
-def show_video(path: str | os.PathLike, *, width: int = 640) -> Any:
+def show_video(path: str | os.PathLike, *, width: int | None = None) -> Any:
     """An object that shows an MP4 or GIF inline in a notebook, embedded so it survives export and offline use.
 
-    Embedding puts the whole file in the notebook: keep clips short and small (``max_width``).
+    Shown ``width`` pixels wide; by default at its own width, at most 640 px, never enlarged
+    (an enlarged GIF is blurry). Embedding puts the whole file in the notebook: keep clips short
+    and small (``max_width``).
     """
     from IPython.display import Image as IPythonImage
     from IPython.display import Video
@@ -621,6 +651,13 @@ def show_video(path: str | os.PathLike, *, width: int = 640) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"video not found: {path}")
     suffix = path.suffix.lower()
+    if width is None and suffix in (".gif", ".mp4", ".m4v"):
+        if suffix == ".gif":
+            with Image.open(path) as gif:
+                own = gif.width
+        else:
+            own = video_info(path).width
+        width = min(own, 640)
     if suffix == ".gif":
         return IPythonImage(filename=str(path), width=width)
     if suffix in (".mp4", ".m4v"):

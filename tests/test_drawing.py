@@ -152,6 +152,24 @@ def test_draw_points_on_images_scales_to_one_height_and_places_each_point():
     assert abs(x2 - (out.width - 64 + 32)) <= 1 and abs(y2 - (top + 24)) <= 1
 
 
+def test_a_strip_of_wide_images_fits_the_display_and_its_labels_stay_readable():
+    """Two 16:9 photos side by side were 1722 px wide, shown at 868 px: labels about 6 px high."""
+    photos = [solid(1280, 720), solid(1280, 720)]
+    out = draw_points_on_images(photos, [Point(7, 640, 360, image=2)])
+    assert out.width <= drawing.DISPLAY_WIDTH
+    ys, xs = np.nonzero(np.all(np.asarray(out) == color_for(7), axis=-1))
+    assert xs.max() - xs.min() + 1 >= 12  # the marker's coloured centre
+    cx, cy = xs.mean(), ys.mean()
+    assert abs(cx - (out.width - out.width / 4)) < 12  # the middle of image 2
+    label = np.asarray(out)[int(cy) - 30 : int(cy) + 30, int(xs.max()) + 4 : int(xs.max()) + 60]
+    rows = np.nonzero(np.all(label == (255, 255, 255), axis=-1).any(axis=1))[0]
+    assert rows.max() - rows.min() + 1 >= 12  # the white "7" is at least 12 px tall
+    narrow = draw_points_on_images(photos, [], max_width=400)
+    assert narrow.width <= 400
+    with pytest.raises(ValueError, match="too small for 2 images"):
+        draw_points_on_images(photos, [], max_width=20)
+
+
 def test_draw_points_on_images_rejects_points_on_missing_images():
     with pytest.raises(ValueError, match=r"image\(s\) \[3\] but only 2"):
         draw_points_on_images([solid(8, 8), solid(8, 8)], [Point(1, 1, 1, image=3)])
@@ -297,6 +315,29 @@ def test_render_tracks_video_max_width_scales_frames_and_points(tmp_path):
     assert close_to(frames[10][30, 40], color_for(1), 60)
 
 
+def test_render_tracks_video_of_a_phone_video_is_upright(tmp_path):
+    """Stored 160x120 with a quarter-turn rotation: drawn and written upright, 120x160, no tag needed."""
+    source = tmp_path / "phone.mp4"
+    with av.open(str(source), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        stream.set_display_rotation(90)
+        for _ in range(10):
+            pixels = solid(160, 120)
+            pixels[:30, :40] = 255  # stored top-left; upright (a quarter turn anticlockwise): bottom-left
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        out.mux(stream.encode(None))
+    seen = sample_frames(source, fps=2)
+    rendered = render_tracks_video(seen, [Point(1, 60, 20, time=0.0)], tmp_path / "out.mp4", progress=False)
+    frames, facts = decode(rendered)
+    assert facts["size"] == (120, 160)
+    with av.open(str(rendered)) as container:
+        assert next(container.decode(video=0)).rotation == 0  # upright as written: no rotation to apply
+    assert frames[0][150, 10].min() > 230 and frames[0][10, 10].max() < 130  # the box, bottom-left
+    assert np.abs(frames[3].astype(int) - seen.frames[1]).mean() < 6  # the frames the model saw
+    assert close_to(frames[0][20, 60], color_for(1), 60)  # the point, in upright pixels
+
+
 def test_render_tracks_video_leaves_no_file_when_it_fails(tmp_path, monkeypatch):
     source = tmp_path / "in.mp4"
     make_video(source)
@@ -365,6 +406,11 @@ def test_show_video_embeds_mp4_and_gif(tmp_path):
     assert "video/mp4" in html and "base64" in html
     gif = write_gif([solid(32, 24), solid(32, 24, (0, 0, 0))], tmp_path / "v.gif", 5)
     assert show_video(gif).data[:6] == b"GIF89a"
+    # Shown at its own size (an enlarged GIF is blurry), at most 640 px, or as asked.
+    assert show_video(gif).width == 32 and show_video(gif, width=100).width == 100
+    assert 'width="32"' in html
+    wide = write_gif([solid(900, 20)], tmp_path / "wide.gif", 5, max_width=900)
+    assert show_video(wide).width == 640
     with pytest.raises(FileNotFoundError, match="gone.mp4"):
         show_video(tmp_path / "gone.mp4")
     (tmp_path / "v.avi").write_bytes(b"x")
