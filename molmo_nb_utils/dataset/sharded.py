@@ -8,10 +8,13 @@ the same guarantees as the results file: nothing lost, nothing duplicated), and 
 merges the shards into the results file in the order of the items, then removes them. The merge is
 deterministic and safe to repeat: a line already in the results file is not added twice.
 
-From a terminal (one process per GPU; ``--cpu`` runs processes on the CPU)::
+From a terminal, one process per GPU::
 
     accelerate launch --num_processes 2 -m molmo_nb_utils.dataset.sharded \\
         input/coin_table.json downloaded_data/outputs/coins.jsonl --prompt "Point to the coins." --batch-size 8
+
+``torchrun --nproc_per_node 2 -m molmo_nb_utils.dataset.sharded ...`` does the same, and without a GPU
+runs the processes on the CPU (that is how the tests run it).
 """
 
 from __future__ import annotations
@@ -54,6 +57,14 @@ def _shards(results_path: Path) -> list[Path]:
     return [path for *_, path in sorted(found)]
 
 
+def _state():
+    """accelerate's view of this process; without a GPU, processes that torchrun started on the CPU."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def run_sharded(
     model: Any,
     processor: Any,
@@ -70,9 +81,7 @@ def run_sharded(
     accelerate's ``PartialState()`` unless given. Items already in the results file are not asked
     again. Returns the merged results, in the order of ``items``, in every process.
     """
-    from accelerate import PartialState
-
-    state = state or PartialState()
+    state = state or _state()
     results_path = Path(results_path)
     items = list(items)
     settings = run_settings(
@@ -166,12 +175,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--retry-failed", action="store_true")
     args = parser.parse_args(argv)
 
-    from accelerate import PartialState
-
     from molmo_nb_utils.dataset.items import load_dataset
     from molmo_nb_utils.loading import load_model
 
-    state = PartialState()
+    state = _state()
     items = load_dataset(args.dataset)
     device = None if state.device.type == "cpu" else str(state.device)
     model, processor = load_model(args.model, dtype=args.dtype, device=device)
