@@ -24,6 +24,8 @@ from molmo_nb_utils import paths
 __all__ = ["ASSETS", "Asset", "DownloadError", "download", "fetch_asset"]
 
 _TIMEOUT_S = 30  # per network operation, not for the whole file
+MAX_SECONDS = 30 * 60  # for the whole file: a server that trickles a byte at a time is given up on
+MAX_BYTES = 20 * 2**30  # an endless body stops here instead of filling the disk
 _CHUNK = 1 << 16
 _KINDS = (None, "image", "video")
 _SUFFIX_KINDS = {
@@ -48,6 +50,8 @@ def download(
     progress: bool = True,
     force: bool = False,
     kind: str | None = None,
+    max_seconds: float | None = MAX_SECONDS,
+    max_bytes: int | None = MAX_BYTES,
 ) -> Path:
     """Download ``url`` once into ``downloaded_data/downloads/`` and return the local path.
 
@@ -61,6 +65,10 @@ def download(
     else the file's first bytes. An image must decode and a video must have all its frames' data,
     and a web page is refused: these catch bodies cut short and captive-portal pages.
 
+    ``max_seconds`` limits the whole download (each network operation also times out after 30 s)
+    and ``max_bytes`` its size: a server that sends a byte every few seconds, or a body that never
+    ends, stops there with a message that names the limit, and nothing is saved. None: no limit.
+
     For convenience a local path (or a ``file://`` URL) is returned as it is when the file exists,
     so a reader can swap a URL for their own file without changing the code.
     """
@@ -71,6 +79,11 @@ def download(
         )
     if kind not in _KINDS:
         raise ValueError(f"kind must be None, 'image' or 'video', not {kind!r}.")
+    for name, limit in (("max_seconds", max_seconds), ("max_bytes", max_bytes)):
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit <= 0
+        ):
+            raise ValueError(f"{name} must be a number > 0, or None for no limit; got {limit!r}.")
     local = local_path(url)
     if local is not None:
         if not local.is_file():
@@ -91,7 +104,7 @@ def download(
     paths.remove_partial_files(dest)  # what a killed earlier attempt left behind
     with paths.atomic_path(dest) as tmp:  # also on Ctrl-C: never a half-written file
         with tmp.open("wb") as out:
-            actual, content_type = _fetch(url, out, dest, progress)
+            actual, content_type = _fetch(url, out, dest, progress, max_seconds, max_bytes)
         if expected is not None and actual != expected:
             raise ValueError(
                 f"Checksum mismatch for {url}: expected sha256 {expected}, got {actual}. "
@@ -132,9 +145,15 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
 
-def _fetch(url: str, out, dest: Path, progress: bool) -> tuple[str, str]:
+def _fetch(
+    url: str, out, dest: Path, progress: bool, max_seconds: float | None = None, max_bytes: int | None = None
+) -> tuple[str, str]:
     """Stream ``url`` into ``out``; return the sha256 of what was written and the Content-Type."""
+    import time
+
     from tqdm.auto import tqdm
+
+    deadline = time.monotonic() + max_seconds if max_seconds is not None else None
 
     digest = hashlib.sha256()
     received = 0
@@ -147,6 +166,8 @@ def _fetch(url: str, out, dest: Path, progress: bool) -> tuple[str, str]:
         with opener.open(request, timeout=_TIMEOUT_S) as response:
             content_type = response.headers.get("Content-Type", "")
             total = int(response.headers.get("Content-Length") or 0) or None
+            if max_bytes is not None and total is not None and total > max_bytes:
+                raise DownloadError(_too_big(url, f"the server announces {total} bytes", max_bytes))
             with tqdm(
                 total=total,
                 unit="B",
@@ -160,6 +181,17 @@ def _fetch(url: str, out, dest: Path, progress: bool) -> tuple[str, str]:
                     digest.update(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
+                    if max_bytes is not None and received > max_bytes:
+                        raise DownloadError(
+                            _too_big(url, f"it had sent {received} bytes and was not done", max_bytes)
+                        )
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise DownloadError(
+                            f"Could not download {url}: it took longer than the limit of {max_seconds:g} s "
+                            f"(max_seconds) and had sent {received} bytes{f' of {total}' if total else ''}. Nothing "
+                            "was saved. The server or the connection is very slow: try again later, or pass a "
+                            "larger max_seconds (None: no limit)."
+                        )
     except DownloadError:
         raise
     except (OSError, http.client.HTTPException) as err:  # URLError, HTTPError, timeouts, resets
@@ -170,6 +202,14 @@ def _fetch(url: str, out, dest: Path, progress: bool) -> tuple[str, str]:
             _offline_message(url, dest, f"connection closed after {received} of {total} bytes")
         )
     return digest.hexdigest(), content_type
+
+
+def _too_big(url: str, what: str, max_bytes: int) -> str:
+    return (
+        f"Could not download {url}: {what}, more than the limit of {max_bytes} bytes (max_bytes). Nothing "
+        "was saved. If the file really is that large, pass a larger max_bytes (None: no limit); a body "
+        "that never ends is a broken server or the wrong URL."
+    )
 
 
 def _reason(err: BaseException) -> str:

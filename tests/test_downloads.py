@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import http.server
@@ -35,6 +36,9 @@ from molmo_nb_utils.media import load_image, sample_frames
 #   /get?file=NAME    the file named in the query
 #   /redirect?to=URL  "302 Found" to URL
 #   /stall/NAME       first request: half the file, then silence; later requests: the whole file
+#   /trickle/NAME     one byte every 0.05 s, no Content-Length, never done
+#   /endless/NAME     64 kB blocks as fast as they go, no Content-Length, never done
+#   /huge/NAME        announces 10 GB, then sends the file
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -77,6 +81,22 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             self.send_response(302)
             self.send_header("Location", query["to"])
             self.end_headers()
+        elif route in ("trickle", "endless"):
+            self.send_response(200)
+            self.end_headers()
+            block, pause = (b"x", 0.05) if route == "trickle" else (b"\0" * 65536, 0.0)
+            deadline = time.monotonic() + 20  # bounded, even if the client never gives up
+            with contextlib.suppress(OSError):  # the client hung up: done
+                while time.monotonic() < deadline:
+                    self.wfile.write(block)
+                    self.wfile.flush()
+                    time.sleep(pause)
+        elif route == "huge":
+            self.send_response(200)
+            self.send_header("Content-Length", str(10**10))
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                self.wfile.write(self._file(name))
         elif route == "stall":
             data = self._file(name)
             if self.server.hits.count(self.path) > 1:
@@ -493,3 +513,47 @@ def test_fetch_asset(server, tmp_path, monkeypatch):
 def test_fetch_unknown_asset_lists_names():
     with pytest.raises(ValueError, match="Unknown asset 'pengiuns'. Known assets: .*penguins"):
         fetch_asset("pengiuns")
+
+
+# ---------------------------------------------------------------------------------------------
+# Limits on the whole download
+
+
+def test_a_trickling_server_stops_at_the_time_limit_and_says_so(server, tmp_path):
+    start = time.monotonic()
+    with pytest.raises(
+        DownloadError, match=r"took longer than the limit of 1 s \(max_seconds\).*Nothing was saved"
+    ):
+        download(
+            f"{server.url}/trickle/slow.bin", cache_dir=tmp_path / "cache", progress=False, max_seconds=1
+        )
+    assert time.monotonic() - start < 10
+    assert no_files(tmp_path / "cache")
+
+
+def test_an_endless_body_stops_at_the_size_limit_and_says_so(server, tmp_path):
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match=r"more than the limit of 1000000 bytes \(max_bytes\)") as err:
+        download(
+            f"{server.url}/endless/big.bin", cache_dir=tmp_path / "cache", progress=False, max_bytes=10**6
+        )
+    assert "offline" not in str(err.value) and "Without network" not in str(err.value)
+    assert time.monotonic() - start < 10
+    assert no_files(tmp_path / "cache")
+
+
+def test_an_announced_size_over_the_limit_is_refused_before_reading(server, tmp_path):
+    (server.root / "photo.bin").write_bytes(BODY)
+    with pytest.raises(
+        DownloadError, match=r"announces 10000000000 bytes, more than the limit of 1000000 bytes"
+    ):
+        download(
+            f"{server.url}/huge/photo.bin", cache_dir=tmp_path / "cache", progress=False, max_bytes=10**6
+        )
+    assert no_files(tmp_path / "cache")
+
+
+@pytest.mark.parametrize("bad", [0, -1, "10", True])
+def test_bad_limits_are_refused(tmp_path, bad):
+    with pytest.raises(ValueError, match="must be a number > 0, or None"):
+        download("http://127.0.0.1:9/x.bin", cache_dir=tmp_path, max_seconds=bad)
