@@ -3,16 +3,24 @@
 Why a class in the package: the widgets and their wiring are plumbing, not a lesson. The
 notebook shows the controls with one call and runs them once with the defaults, so it runs top to
 bottom unattended; the Run button runs again with whatever the reader changed.
+
+What the controls show is what a run uses: only the list of the chosen kind of media is shown, an
+upload is added to that list and selected (so the list names what will be used), and "Clear
+uploads" takes uploads out again. Pictures are shown at most ``MAX_DISPLAY_HEIGHT`` pixels high,
+so a portrait photo or phone video fits on the screen.
 """
 
 from __future__ import annotations
 
-import hashlib
+import math
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from molmo_nb_utils.asking import VIDEO_SUFFIXES, Answer, chat, user_message
 from molmo_nb_utils.drawing import (
+    DISPLAY_WIDTH,
     draw_points,
     draw_points_on_images,
     frame_grid,
@@ -20,8 +28,11 @@ from molmo_nb_utils.drawing import (
     show_video,
 )
 from molmo_nb_utils.grounding import count_points, group_by_id
-from molmo_nb_utils.media import DEFAULT_FPS, TRACKING_FPS, load_image
+from molmo_nb_utils.media import DEFAULT_FPS, TRACKING_FPS, load_image, video_info
 from molmo_nb_utils.paths import INPUT_DIR, output_path, save_upload
+
+MAX_DISPLAY_HEIGHT = 640  # pixels: a portrait picture taller than this is shown smaller
+UPLOADED = " (uploaded)"  # how an upload is named in the lists, after its file name
 
 # task: (sample prompt, max new tokens)
 TASKS = {
@@ -30,6 +41,31 @@ TASKS = {
     "count": ("How many coins are there?", 256),
     "track": ("Track the coins.", 1024),
 }
+
+
+def display_size(
+    width: int, height: int, max_width: int = DISPLAY_WIDTH, max_height: int = MAX_DISPLAY_HEIGHT
+) -> tuple[int, int]:
+    """The size to show a ``width`` x ``height`` picture at: never enlarged, within both limits."""
+    scale = min(1.0, max_width / width, max_height / height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def fit_for_display(picture: Image.Image, max_height: int = MAX_DISPLAY_HEIGHT) -> Image.Image:
+    """``picture`` shrunk to fit the display (a 1213 px tall portrait would fill two screens)."""
+    size = display_size(*picture.size, max_height=max_height)
+    return picture if size == picture.size else picture.resize(size, Image.Resampling.LANCZOS)
+
+
+def grid_columns(frames: int, width: int, height: int, grid_width: int = 1024) -> int:
+    """Columns of a frame grid that keep it within ``MAX_DISPLAY_HEIGHT``: 4 for landscape
+    frames when they fit, more for many frames or for portrait (phone) videos; at most 12."""
+    for cols in range(4, 13):
+        thumb = (grid_width - 4 * (cols - 1)) / cols
+        rows = math.ceil(frames / cols)
+        if rows * (thumb * height / width + 20) <= MAX_DISPLAY_HEIGHT:
+            return cols
+    return 12
 
 
 class Playground:
@@ -43,20 +79,26 @@ class Playground:
         import ipywidgets as widgets
 
         self.model, self.processor = model, processor
-        self._saved: dict[str, Path] = {}  # uploads already written, by content hash
-        images = sorted(p.name for p in input_dir.glob("*.jpg"))
-        videos = sorted(p.name for p in input_dir.glob("*.mp4"))
         self.input_dir = input_dir
+        self._images = sorted(p.name for p in input_dir.glob("*.jpg"))
+        self._videos = sorted(p.name for p in input_dir.glob("*.mp4"))
+        self._uploaded_images: dict[str, Image.Image] = {}  # list label -> image
+        self._uploaded_videos: dict[str, Path] = {}  # list label -> the file it was saved to
         self.media = widgets.ToggleButtons(options=["images", "video"], value="images", description="Media")
         self.image_files = widgets.SelectMultiple(
-            options=images, value=[n for n in ("coins.jpg",) if n in images], rows=6, description="Images"
+            options=self._images,
+            value=[n for n in ("coins.jpg",) if n in self._images],
+            rows=6,
+            description="Images",
         )
         self.video_file = widgets.Dropdown(
-            options=videos,
-            value="moving_objects.mp4" if "moving_objects.mp4" in videos else None,
+            options=self._videos,
+            value="moving_objects.mp4" if "moving_objects.mp4" in self._videos else None,
             description="Video",
+            layout=widgets.Layout(width="420px"),
         )
         self.upload = widgets.FileUpload(accept="image/*,video/*", multiple=True, description="Upload")
+        self.clear_button = widgets.Button(description="Clear uploads", icon="trash")
         self.task = widgets.ToggleButtons(options=list(TASKS), value="point", description="Task")
         self.prompt = widgets.Text(
             value=TASKS["point"][0], description="Prompt", layout=widgets.Layout(width="640px")
@@ -67,13 +109,16 @@ class Playground:
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
         self.output = widgets.Output()
         self.task.observe(self._on_task, names="value")
+        self.media.observe(self._on_media, names="value")
+        self.upload.observe(self._on_upload, names="value")
+        self.clear_button.on_click(lambda _button: self.clear_uploads())
         self.run_button.on_click(self._on_run)
         self.widget = widgets.VBox(
             [
                 self.media,
                 self.image_files,
                 self.video_file,
-                self.upload,
+                widgets.HBox([self.upload, self.clear_button]),
                 self.task,
                 self.prompt,
                 self.max_new_tokens,
@@ -81,6 +126,7 @@ class Playground:
                 self.output,
             ]
         )
+        self._on_media({"new": self.media.value})
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
@@ -92,40 +138,80 @@ class Playground:
         if change["new"] == "track":
             self.media.value = "video"
 
+    def _on_media(self, change: dict) -> None:
+        """Show only the list the chosen media uses."""
+        videos = change["new"] == "video"
+        self.image_files.layout.display = "none" if videos else None
+        self.video_file.layout.display = None if videos else "none"
+
     def _on_run(self, _button: Any) -> None:
         self.output.clear_output()
         with self.output:
             self.run()
 
-    def _uploads(self, videos: bool) -> list[tuple[str, bytes]]:
-        """(name, bytes) of the uploaded videos (videos=True) or images, whatever ipywidgets' version."""
-        files = self.upload.value
-        if isinstance(files, dict):  # ipywidgets 7: {name: {"content": ...}}
-            files = [{"name": name, **f} for name, f in files.items()]
-        return [
-            (f["name"], bytes(f["content"]))
-            for f in files
-            if (Path(f["name"]).suffix.lower() in VIDEO_SUFFIXES) == videos
-        ]
+    def _on_upload(self, change: dict) -> None:
+        try:
+            self.add_uploads(_uploaded_files(change["new"]))
+        except ValueError as err:  # an unreadable image: say so under the button
+            self.output.append_stdout(f"{err}\n")
+
+    def add_uploads(self, files: list[tuple[str, bytes]]) -> None:
+        """Add uploaded (name, bytes) files to the lists and select them, so a run uses them.
+
+        Images are read now (a broken file is reported at once); a video is saved under
+        ``downloaded_data/outputs/uploads/`` (video readers need a file), once per upload.
+        """
+        new_images, new_videos = [], []
+        try:
+            for name, content in files:
+                if Path(name).suffix.lower() in VIDEO_SUFFIXES:
+                    path = save_upload(name, content)
+                    label = _label(path.name, self._uploaded_videos)
+                    self._uploaded_videos[label] = path
+                    new_videos.append(label)
+                else:
+                    image = load_image(content)
+                    label = _label(Path(name).name, self._uploaded_images)
+                    self._uploaded_images[label] = image
+                    new_images.append(label)
+        finally:  # the files read before a broken one are listed all the same
+            if new_images:
+                self.image_files.options = [*self._uploaded_images, *self._images]
+                self.image_files.value = tuple(new_images)
+            if new_videos:
+                self.video_file.options = [*self._uploaded_videos, *self._videos]
+                self.video_file.value = new_videos[0]
+            if new_videos or new_images:
+                self.media.value = "video" if new_videos else "images"
+
+    def clear_uploads(self) -> None:
+        """Take every upload out of the lists and go back to the sample media."""
+        self._uploaded_images.clear()
+        self._uploaded_videos.clear()
+        self.image_files.options = self._images
+        self.image_files.value = [n for n in ("coins.jpg",) if n in self._images]
+        self.video_file.options = self._videos
+        self.video_file.value = "moving_objects.mp4" if "moving_objects.mp4" in self._videos else None
+        try:
+            self.upload.value = ()  # ipywidgets 8; the observer sees no files
+        except Exception:  # ipywidgets 7 cannot reset the upload widget: its counter stays
+            pass
 
     def chosen_media(self) -> list[Any] | Path:
-        """The images (a list) or the video (a path) to ask about; uploads replace the picked files."""
+        """The images (a list) or the video (a path) that the lists select."""
         if self.media.value == "images":
-            images = [load_image(content) for _, content in self._uploads(videos=False)]
-            images = images or [load_image(self.input_dir / name) for name in self.image_files.value]
+            uploaded = self._uploaded_images
+            images = [
+                uploaded[name] if name in uploaded else load_image(self.input_dir / name)
+                for name in self.image_files.value
+            ]
             if not images:
                 raise ValueError("No image chosen: pick at least one in the Images list, or upload one.")
             return images
-        uploaded = self._uploads(videos=True)
-        if not uploaded:
-            if not self.video_file.value:
-                raise ValueError("No video chosen: pick one in the Video list, or upload one.")
-            return self.input_dir / self.video_file.value
-        name, content = uploaded[0]
-        key = hashlib.sha256(content).hexdigest()
-        if key not in self._saved:  # a second run does not save the same upload again
-            self._saved[key] = save_upload(name, content)  # video readers need a file
-        return self._saved[key]
+        name = self.video_file.value
+        if not name:
+            raise ValueError("No video chosen: pick one in the Video list, or upload one.")
+        return self._uploaded_videos.get(name) or self.input_dir / name
 
     def run(self) -> Answer | None:
         """Ask with the current settings, stream the answer, draw what it found; return the answer."""
@@ -152,16 +238,36 @@ class Playground:
         if self.task.value == "track":
             tracks = answer.tracks()
             print(f"Tracks found: {len(group_by_id(tracks))}")
-            out = output_path("playground_tracks.mp4")
-            display(show_video(render_tracks_video(answer.video, tracks, out, max_width=640, progress=False)))
+            out = render_tracks_video(
+                answer.video, tracks, output_path("playground_tracks.mp4"), max_width=640, progress=False
+            )
+            info = video_info(out)
+            display(show_video(out, width=display_size(info.width, info.height, max_width=640)[0]))
             return answer
         points = answer.points()
         print(f"Points found: {count_points(points)}")
         if is_video:
-            cols = 4 if len(answer.video.timestamps) <= 16 else 8
-            display(frame_grid(answer.video, points=points, cols=cols))
+            width, height = answer.video.size
+            cols = grid_columns(len(answer.video.timestamps), width, height)
+            display(fit_for_display(frame_grid(answer.video, points=points, cols=cols)))
         elif len(answer.images) == 1:
-            display(draw_points(answer.images[0], points))
+            display(fit_for_display(draw_points(answer.images[0], points)))
         else:
-            display(draw_points_on_images(list(answer.images), points))
+            display(fit_for_display(draw_points_on_images(list(answer.images), points)))
         return answer
+
+
+def _uploaded_files(value: Any) -> list[tuple[str, bytes]]:
+    """(name, bytes) of each file in a FileUpload's value, whatever ipywidgets' version."""
+    if isinstance(value, dict):  # ipywidgets 7: {name: {"content": ...}}
+        value = [{"name": name, **f} for name, f in value.items()]
+    return [(f["name"], bytes(f["content"])) for f in value]
+
+
+def _label(name: str, taken: dict) -> str:
+    """The list entry of an upload: "name (uploaded)", numbered when the name is already listed."""
+    label, n = f"{name}{UPLOADED}", 1
+    while label in taken:
+        n += 1
+        label = f"{name}{UPLOADED} {n}"
+    return label

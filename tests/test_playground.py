@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import math
 
 import numpy as np
 import pytest
@@ -11,7 +12,13 @@ from PIL import Image
 
 from molmo_nb_utils import paths
 from molmo_nb_utils.asking import Answer
-from molmo_nb_utils.playground import TASKS, Playground
+from molmo_nb_utils.playground import (
+    MAX_DISPLAY_HEIGHT,
+    TASKS,
+    Playground,
+    display_size,
+    grid_columns,
+)
 
 
 @pytest.fixture
@@ -78,23 +85,82 @@ def _png(color) -> bytes:
     return buffer.getvalue()
 
 
-def test_uploads_replace_picks_and_are_saved_cleanly_once(playground):
+def test_an_upload_is_listed_selected_and_used(playground):
     video = (paths.INPUT_DIR / "counting.mp4").read_bytes()
     playground.upload.value = (_file("photo.png", _png("red")), _file("..\\..\u202eclip.mp4", video))
+    # The lists name what a run will use: the uploads, selected, at the top of their lists.
+    assert playground.image_files.value == ("photo.png (uploaded)",)
+    assert playground.video_file.value == "clip.mp4 (uploaded)"
+    assert playground.image_files.options[0] == "photo.png (uploaded)"
+    assert "coins.jpg" in playground.image_files.options  # the samples stay pickable
+    assert playground.media.value == "video"
     playground.max_new_tokens.value = 8
-    assert playground.run().images[0].getpixel((0, 0)) == (255, 0, 0)
-    playground.media.value = "video"
     first = playground.run().video.info.path
     again = playground.run().video.info.path
-    assert first == again and first.parent == paths.OUTPUT_DIR / "uploads"
+    assert first == again and first.parent == paths.OUTPUT_DIR / "uploads"  # saved once, on upload
     assert first.name == "clip.mp4" and first.read_bytes() == video
+    playground.media.value = "images"
+    assert playground.run().images[0].getpixel((0, 0)) == (255, 0, 0)
     other = Playground(playground.model, playground.processor)
     other.upload.value = (_file("clip.mp4", video),)
-    other.media.value = "video"
     assert other.chosen_media() == paths.OUTPUT_DIR / "uploads" / "clip-1.mp4"  # never overwrites
 
 
+def test_uploads_can_be_cleared(playground):
+    playground.upload.value = (_file("photo.png", _png("red")),)
+    playground.upload.value = (_file("photo.png", _png("green")),)  # the same name again
+    assert playground.image_files.options[:2] == ("photo.png (uploaded)", "photo.png (uploaded) 2")
+    assert playground.chosen_media()[0].getpixel((0, 0)) == (0, 128, 0)
+    playground.clear_uploads()
+    assert not any("uploaded" in name for name in playground.image_files.options)
+    assert playground.image_files.value == ("coins.jpg",) and playground.upload.value == ()
+    assert playground.chosen_media()[0].size == Image.open(paths.INPUT_DIR / "coins.jpg").size
+
+
+def test_only_the_list_of_the_chosen_media_is_shown(playground):
+    assert playground.image_files.layout.display is None and playground.video_file.layout.display == "none"
+    playground.media.value = "video"
+    assert playground.image_files.layout.display == "none" and playground.video_file.layout.display is None
+    assert "big_buck_bunny.mp4" in playground.video_file.options  # the real clip is offered
+
+
+def test_a_broken_upload_is_reported_under_the_button(playground):
+    playground.upload.value = (_file("broken.jpg", b"not a jpeg"),)
+    text = "".join(o.get("text", "") for o in playground.output.outputs)
+    assert "Cannot read the given bytes" in text
+    assert playground.image_files.value == ("coins.jpg",)  # nothing was added
+
+
 def test_ipywidgets_7_upload_dict(playground):
-    fake = {"a.png": {"content": _png("blue")}}
-    playground.upload = type("Upload7", (), {"value": fake})()
+    playground._on_upload({"new": {"a.png": {"content": _png("blue")}}})
     assert np.asarray(playground.chosen_media()[0])[0, 0].tolist() == [0, 0, 255]
+
+
+# --- pictures that fit the screen --------------------------------------------------------------
+
+
+def test_display_size_never_enlarges_and_caps_portrait_height():
+    assert display_size(640, 360) == (640, 360)
+    assert display_size(1722, 400) == (1000, 232)  # wider than the notebook
+    assert display_size(682, 1213) == (360, 640)  # a portrait photo's picture: 640 px high
+    assert display_size(100, 5000, max_height=500) == (10, 500)
+
+
+def test_grid_columns_keep_a_portrait_video_on_one_screen():
+    assert grid_columns(9, 640, 360) == 4  # landscape: 3 rows of 4
+    cols = grid_columns(9, 360, 640)  # a phone video held upright
+    thumb = (1024 - 4 * (cols - 1)) / cols
+    assert math.ceil(9 / cols) * (thumb * 640 / 360 + 20) <= MAX_DISPLAY_HEIGHT and cols > 4
+    assert grid_columns(400, 360, 640) == 12
+
+
+def test_a_portrait_upload_is_shown_at_a_sensible_height(playground, monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    buffer = io.BytesIO()
+    Image.new("RGB", (682, 1213), "white").save(buffer, format="PNG")
+    playground.upload.value = (_file("portrait.png", buffer.getvalue()),)
+    playground.max_new_tokens.value = 8
+    playground.run()
+    (picture,) = shown
+    assert picture.height == MAX_DISPLAY_HEIGHT and picture.width < 400
