@@ -39,7 +39,7 @@ from molmo_nb_utils.drawing import (
     show_video,
     write_gif,
 )
-from molmo_nb_utils.evaluation import load_ground_truth, score_points
+from molmo_nb_utils.evaluation import distance_threshold, load_ground_truth, score_points
 from molmo_nb_utils.grounding import (
     Point,
     count_points,
@@ -107,6 +107,7 @@ __all__ = [
     "count_parameters",
     "count_points",
     "count_prompt_tokens",
+    "distance_threshold",
     "download",
     "draw_points",
     "draw_points_on_images",
