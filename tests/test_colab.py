@@ -154,7 +154,15 @@ def test_on_colab_it_clones_installs_what_colab_lacks_and_can_run_again(colab, l
 
 
 def test_06_installs_bitsandbytes_for_its_4bit_section():
-    assert any(p.startswith("bitsandbytes") for p in ENTRIES["06_fit_your_gpu.ipynb"]["colab_extras"])
+    from transformers.utils.import_utils import BITSANDBYTES_MIN_VERSION
+
+    extras = [_requirement(p) for p in ENTRIES["06_fit_your_gpu.ipynb"]["colab_extras"]]
+    bnb = next(r for r in extras if r.name == "bitsandbytes")
+    # no version below what transformers' 4-bit loading accepts
+    assert (
+        not any(v in bnb.specifier for v in ("0.45.0", "0.46.0"))
+        and BITSANDBYTES_MIN_VERSION in bnb.specifier
+    )
     assert "bitsandbytes" in _setup_source("06_fit_your_gpu.ipynb")
     assert "bitsandbytes" not in _setup_source("00_setup.ipynb")
 
