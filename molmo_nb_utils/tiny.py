@@ -7,12 +7,14 @@ real: the image geometry (378 px crops of 14 px patches, up to 8 overlapping cro
 low-resolution view, 2x2 pooling for images, 3x3 for video frames, 2 fps), the special tokens,
 the chat template and therefore the number of visual tokens a prompt costs.
 
-Build it with ``python -m molmo_nb_utils.tiny downloaded_data/tiny-molmo2`` and point
+Build it with ``python -m molmo_nb_utils.tiny downloaded_data/tiny-molmo2`` (``--overwrite`` to rebuild) and point
 ``MOLMO_MODEL_ID`` at that folder.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import shutil
 import sys
@@ -196,20 +198,106 @@ def _config(tokenizer, text_vocab: int):
     )
 
 
+def _draw_weights(model, seed: int) -> None:
+    """Draw every weight so that activations, image features and logits are of order 1.
+
+    Why: transformers' default (every weight at std 0.02) on 32-wide layers shrinks each layer's output ~30
+    times, so the image features reaching the language model are ~1e-7: the model is blind to its images
+    and its head too weak to ever be confident, and no test comparing answers across inputs means anything.
+    A linear layer drawn at std 1/sqrt(fan_in) keeps the scale of its input (LeCun's rule); embeddings
+    (tokens, the ViT's patch positions) are drawn at std 1, the scale the norms after them produce; norms
+    stay at weight 1 and bias 0, biases at 0. One generator, in the model's fixed parameter order: the same
+    seed gives the same bytes.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.normal_(0.0, module.in_features**-0.5, generator=generator)
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, torch.nn.Embedding):
+                module.weight.normal_(0.0, 1.0, generator=generator)
+        model.model.vision_tower.positional_embedding.normal_(0.0, 1.0, generator=generator)
+
+
+# Written into every folder this module builds, with the files it wrote, so it can tell its own folders from
+# anyone else's and rebuild the ones made before the weights were last redrawn (version 1, unmarked: every
+# weight at std 0.02, blind to images).
+MARKER = "tiny_molmo2.json"
+WEIGHTS_VERSION = 2
+# What a build wrote before the marker existed.
+_UNMARKED_FILES = frozenset({"chat_template.jinja", "config.json", "generation_config.json", "model.safetensors",
+                             "processor_config.json", "tokenizer.json", "tokenizer_config.json"})  # fmt: skip
+
+
+class TinyModelError(ValueError):
+    """The tiny model cannot be written where asked; the message says what to do instead."""
+
+
+def _read_marker(folder: Path) -> dict | None:
+    try:
+        marker = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and isinstance(marker.get("files"), list) else None
+
+
+def _built_here(folder: Path) -> bool:
+    """Whether ``folder`` holds only plain files a build of this module wrote (an empty folder counts)."""
+    marker = _read_marker(folder)
+    if marker is not None:
+        names = {*map(str, marker["files"]), MARKER}
+    else:  # an older build: its files, and a 32-wide Molmo2 in config.json (or no config.json: unfinished)
+        names = set(_UNMARKED_FILES)
+        try:
+            config = json.loads((folder / "config.json").read_text())
+            if config.get("model_type") != "molmo2" or config.get("text_config", {}).get("hidden_size") != 32:
+                return False
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, AttributeError):
+            return False
+    return all(e.name in names and e.is_file() and not e.is_symlink() for e in folder.iterdir())
+
+
+def _is_current(folder: Path, seed: int) -> bool:
+    """A finished build (config.json is moved in last) of today's weights with this seed."""
+    marker = _read_marker(folder) or {}
+    finished = (folder / "config.json").is_file()
+    return finished and marker.get("weights_version") == WEIGHTS_VERSION and marker.get("seed") == seed
+
+
 def build_tiny_molmo2(path: str | Path, *, seed: int = 0, overwrite: bool = False) -> Path:
-    """Build and save a tiny random Molmo2 (model, processor, tokenizer) to ``path``.
+    """Build and save a tiny random Molmo2 (model, processor, tokenizer) to ``path``; return the folder.
 
     The folder loads with ``AutoModelForImageTextToText.from_pretrained`` and
-    ``AutoProcessor.from_pretrained`` like a Hub checkpoint. Written to a temporary folder and
-    renamed, so an interrupted build never leaves a half-written model. Building twice with the
-    same seed gives the same bytes.
+    ``AutoProcessor.from_pretrained`` like a Hub checkpoint. Building twice with the same seed gives
+    the same bytes. A finished, current build in ``path`` is reused (``overwrite=True`` builds it
+    again); one of older weights is rebuilt; another model's folder is used as it is.
+
+    Nothing this function did not write is ever deleted: ``path`` must be new, empty, or a folder it
+    built, otherwise ``TinyModelError`` says so before anything is built. The model is built in a
+    temporary folder beside ``path`` and moved in file by file, ``config.json`` last, so an interrupted
+    build never leaves a folder that looks like a finished model.
     """
     import torch
     from transformers import GenerationConfig, Molmo2ForConditionalGeneration
 
-    path = Path(path)
-    if (path / "config.json").exists() and not overwrite:
-        return path
+    path = Path(path).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise TinyModelError(f"{path} is a file, not a folder: give a new folder for the tiny model")
+    if path.is_dir():
+        ours = _built_here(path)
+        if (path / "config.json").is_file() and not overwrite and (_is_current(path, seed) or not ours):
+            return path  # a finished build, or another model the caller chose: use it as it is
+        if not ours:
+            raise TinyModelError(
+                f"{path} holds files this builder did not write, so it will not replace them: nothing was "
+                "changed. Give a new or empty folder for the tiny model (e.g. downloaded_data/tiny-molmo2)."
+            )
     path.parent.mkdir(parents=True, exist_ok=True)
 
     tokenizer, text_vocab = _tokenizer()
@@ -217,6 +305,7 @@ def build_tiny_molmo2(path: str | Path, *, seed: int = 0, overwrite: bool = Fals
     config = _config(tokenizer, text_vocab)
     torch.manual_seed(seed)
     model = Molmo2ForConditionalGeneration(config).eval()
+    _draw_weights(model, seed)
     model.generation_config = GenerationConfig(
         bos_token_id=config.bos_token_id,
         eos_token_id=config.eos_token_id,
@@ -224,19 +313,48 @@ def build_tiny_molmo2(path: str | Path, *, seed: int = 0, overwrite: bool = Fals
     )
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    tmp.chmod(0o755)
     try:
+        tmp.chmod(0o755)
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
+        names = sorted(entry.name for entry in tmp.iterdir())
+        marker = {"built_by": "molmo_nb_utils.tiny", "weights_version": WEIGHTS_VERSION, "seed": seed}
+        (tmp / MARKER).write_text(json.dumps({**marker, "files": names}, indent=1) + "\n")
+        if not path.exists():
+            os.replace(tmp, path)
+            return path
+        (path / "config.json").unlink(missing_ok=True)  # from here on the folder is no model until done
+        for entry in path.iterdir():
+            if entry.name not in names and entry.name != MARKER:  # a file only an older build wrote
+                entry.unlink()
+        for name in [MARKER, *(n for n in names if n != "config.json"), "config.json"]:
+            os.replace(tmp / name, path / name)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m molmo_nb_utils.tiny [FOLDER] [--overwrite] [--seed N]``; prints the folder."""
+    parser = argparse.ArgumentParser(
+        prog="python -m molmo_nb_utils.tiny",
+        description="Build the tiny random Molmo2 that the tests and the offline notebooks use.",
+    )
+    parser.add_argument(
+        "folder", nargs="?", default="downloaded_data/tiny-molmo2",
+        help="a new or empty folder, or one this command built before (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true", help="rebuild a finished build in FOLDER")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the random weights (default: %(default)s)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        print(build_tiny_molmo2(args.folder, seed=args.seed, overwrite=args.overwrite))
+    except TinyModelError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    return 0
+
+
 if __name__ == "__main__":
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "downloaded_data/tiny-molmo2")
-    print(build_tiny_molmo2(target, overwrite="--overwrite" in sys.argv))
+    sys.exit(main())
