@@ -1,17 +1,22 @@
-"""Check in a real browser that a notebook runs in JupyterLab and its widgets render and respond.
+"""Check in a real browser that notebooks run in JupyterLab, and look at their pictures as a reader does.
 
-Why: nbval runs notebooks in a kernel, where widgets are only Python objects. Whether the
-playground's controls really appear in JupyterLab, and whether pressing Run really answers, only a
-browser can tell. This script starts JupyterLab on a copy of the notebook (so nothing is saved into
-the repository), runs all cells through JupyterLab's own command, then checks the page: no error
-output, the controls rendered, and a click on Run that prints a new answer under the button.
+Why: nbval runs notebooks in a kernel, where widgets are only Python objects and a picture is only
+bytes. Whether the playground's controls really appear and respond in JupyterLab, and whether a
+picture is readable at the size the page shows it, only a browser can tell. This script starts
+JupyterLab on copies of the notebooks (so nothing is saved into the repository), runs all cells
+through JupyterLab's own command, then checks the page: no error output, and each picture saved
+on its own as shown (``NN_pictureK.png``; the log gives its drawn and shown sizes). In the
+playground it also drives the controls as a reader would: an image, an uploaded landscape photo,
+an uploaded portrait photo (capped at 640 px high), an uploaded phone video (stored sideways:
+its frames must be upright), tracking, and "Clear uploads", saving ``07_<step>.png`` after each.
 
 Needs Debian's Chromium and Playwright (neither is in requirements: this is a maintainer's check):
 
     apt install chromium && pip install playwright
-    .venv/bin/python scripts/browser_check.py [notebooks/07_playground.ipynb] [--python /path/with/playwright]
+    .venv/bin/python scripts/browser_check.py [notebooks/NN_x.ipynb ...] [--python /path/with/playwright]
 
-It uses the tiny offline model unless MOLMO_MODEL_ID is set.
+It uses the tiny offline model unless MOLMO_MODEL_ID is set. Screenshots go to
+``downloaded_data/outputs/browser_check/``; read them (they are the point of the check).
 """
 
 from __future__ import annotations
@@ -31,21 +36,116 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 
-# Runs in the Python that has playwright; gets the page URL and the output folder as arguments.
-BROWSER_SCRIPT = r"""
+# Runs in the Python that has playwright; gets the page URL, the screenshot folder, the notebook's
+# number and a folder of files to upload.
+BROWSER_SCRIPT = r'''
 import sys, time
+from pathlib import Path
 from playwright.sync_api import sync_playwright
 
-url, shots = sys.argv[1], sys.argv[2]
+url, shots, name, uploads = sys.argv[1], Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
 log = lambda message: print(message, flush=True)
 flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
-ALL_RAN = '''() => {
+ALL_RAN = """() => {
     const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim());
     const idle = document.querySelector('.jp-Notebook-ExecutionIndicator[data-status="idle"]');
     return idle && prompts.length > 0 && prompts.every(text => /^\[\d+\]:$/.test(text));
-}'''
-STATE = "() => [document.querySelector('.jp-Notebook-ExecutionIndicator').dataset.status, [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim())]"
+}"""
+IDLE = "document.querySelector('.jp-Notebook-ExecutionIndicator[data-status=\"idle\"]')"
+# Every picture in the outputs: its drawn size and the size the page shows it at.
+SIZES = """(e) => {
+    const natural = e.tagName === 'IMG' ? [e.naturalWidth, e.naturalHeight] : [e.videoWidth, e.videoHeight];
+    const box = e.getBoundingClientRect();
+    return [e.tagName.toLowerCase(), natural[0], natural[1], Math.round(box.width), Math.round(box.height)];
+}"""
+PICTURES = ".jp-OutputArea-output img, .jp-OutputArea-output video"
+
+
+def shoot_pictures(scope, prefix):
+    pictures = scope.locator(PICTURES)
+    sizes = []
+    for k in range(pictures.count()):
+        picture = pictures.nth(k)
+        picture.scroll_into_view_if_needed()
+        time.sleep(0.3)
+        picture.screenshot(path=str(shots / f"{prefix}_picture{k}.png"))
+        tag, nw, nh, w, h = picture.evaluate(SIZES)
+        sizes.append((w, h))
+        log(f"  {prefix}_picture{k}.png: {tag} drawn {nw}x{nh}, shown {w}x{h}")
+    return sizes
+
+
+def count(page, text):
+    return page.evaluate(f"() => document.body.innerText.split({text!r}).length - 1")
+
+
+def playground(page):
+    controls = {n: page.locator(f".jupyter-widgets :text-is('{n}')").count() for n in ["Media", "Task", "Prompt", "Run"]}
+    if not all(controls.values()):
+        raise SystemExit(f"FAIL: controls missing in the page: {controls}")
+    log(f"controls rendered: {controls}")
+    widget = page.locator(".widget-vbox").filter(has=page.locator("button:has-text('Clear uploads')")).first
+    images = widget.locator("select[multiple]").first
+    video = widget.locator(".widget-dropdown select").first
+    upload = widget.locator("input[type=file]").first
+
+    def click(text):
+        widget.locator(f"button:text-is('{text}')").first.click()
+        time.sleep(0.5)
+
+    def run(step, text="Points found"):
+        before = count(page, text)
+        click("Run")
+        page.wait_for_function(f"() => document.body.innerText.split({text!r}).length - 1 > {before}", timeout=300_000)
+        page.wait_for_function(IDLE, timeout=120_000)
+        time.sleep(2)
+        widget.screenshot(path=str(shots / f"07_{step}.png"))
+        log(f"07_{step}.png: Images list shown: {images.is_visible()}, Video list shown: {video.is_visible()}")
+        return shoot_pictures(widget.locator(".widget-output"), f"07_{step}")
+
+    def selected(select):
+        return select.evaluate("s => [...s.selectedOptions].map(o => o.textContent)")
+
+    click("images")
+    click("point")
+    if video.is_visible() or not images.is_visible():
+        raise SystemExit("FAIL: with Media 'images' the Video list is shown or the Images list hidden")
+    run("image")
+    upload.set_input_files(str(uploads / "landscape.jpg"))
+    page.wait_for_function("() => document.body.innerText.includes('landscape.jpg (uploaded)')", timeout=60_000)
+    time.sleep(1)
+    log(f"after uploading landscape.jpg the Images list selects {selected(images)}")
+    run("upload_landscape")
+    upload.set_input_files(str(uploads / "portrait.jpg"))
+    page.wait_for_function("() => document.body.innerText.includes('portrait.jpg (uploaded)')", timeout=60_000)
+    time.sleep(1)
+    log(f"after uploading portrait.jpg the Images list selects {selected(images)}")
+    sizes = run("upload_portrait")
+    if not sizes or max(h for _, h in sizes) > 640:
+        raise SystemExit(f"FAIL: the portrait upload is shown at {sizes}, taller than 640 px")
+    upload.set_input_files(str(uploads / "phone_clip.mp4"))
+    time.sleep(3)
+    log(f"after uploading phone_clip.mp4 the Video list selects {selected(video)}")
+    if "phone_clip.mp4 (uploaded)" not in selected(video) or images.is_visible() or not video.is_visible():
+        raise SystemExit("FAIL: after a video upload the Video list does not show and select it")
+    sizes = run("upload_phone_video")
+    if not sizes or max(h for _, h in sizes) > 640:
+        raise SystemExit(f"FAIL: the phone video's frames are shown at {sizes}, taller than 640 px")
+    video.select_option(label="moving_objects.mp4")
+    click("track")
+    run("track", "Tracks found")
+    click("Clear uploads")
+    time.sleep(2)
+    widget.screenshot(path=str(shots / "07_after_clear.png"))
+    click("images")
+    left = page.evaluate("() => document.body.innerText.includes('(uploaded)')")
+    log(f"after Clear uploads: Images list selects {selected(images)}; any upload still listed: {left}")
+    if left:
+        raise SystemExit("FAIL: Clear uploads left uploads in the lists")
+    log("OK: the playground's lists, uploads, pictures and Clear uploads work in the browser")
+
+
 with sync_playwright() as p:
     browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=flags)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -58,7 +158,7 @@ with sync_playwright() as p:
         select.click()
     except Exception:
         pass
-    page.wait_for_function("document.querySelector('.jp-Notebook-ExecutionIndicator[data-status=\"idle\"]')", timeout=120_000)
+    page.wait_for_function(IDLE, timeout=120_000)
     log("JupyterLab is up and the kernel idle: running all cells")
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")  # don't await it
     deadline = time.time() + 600
@@ -66,25 +166,17 @@ with sync_playwright() as p:
         if time.time() > deadline:
             raise SystemExit("FAIL: the cells did not all run within 10 minutes")
         time.sleep(5)
-        log(page.evaluate(STATE))
-    page.screenshot(path=f"{shots}/after_run_all.png", full_page=True)
+    time.sleep(3)
+    page.screenshot(path=str(shots / f"{name}_after_run_all.png"), full_page=True)
     errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']").count()
     if errors:
         raise SystemExit(f"FAIL: {errors} error output(s) after running all cells")
-    controls = {name: page.locator(f".jupyter-widgets :text-is('{name}')").count() for name in ["Media", "Task", "Prompt", "Run"]}
-    if not all(controls.values()):
-        raise SystemExit(f"FAIL: controls missing in the page: {controls}")
-    log(f"all cells ran without errors; controls rendered: {controls}")
-    found = "() => document.body.innerText.split('Points found').length - 1"
-    before = page.evaluate(found)
-    page.locator(".jupyter-widgets button:has-text('Run')").first.click()
-    try:
-        page.wait_for_function(f"({found})() > {before}", timeout=300_000)
-    finally:
-        page.screenshot(path=f"{shots}/after_click.png", full_page=True)
-    log(f"OK: pressing Run answered again under the button ('Points found' {before} -> {page.evaluate(found)} times)")
+    log("all cells ran without errors; the pictures as shown:")
+    shoot_pictures(page, name)
+    if page.locator(".jupyter-widgets :text-is('Run')").count():
+        playground(page)
     browser.close()
-"""
+'''
 
 
 def free_port() -> int:
@@ -93,9 +185,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def upload_files(folder: Path) -> None:
+    """What a reader might upload: a landscape and a portrait photo, and a phone video stored sideways."""
+    from PIL import Image
+
+    from molmo_nb_utils.paths import INPUT_DIR
+
+    with Image.open(INPUT_DIR / "cat.jpg") as cat:
+        cat.resize((cat.width * 3, cat.height * 3)).save(folder / "landscape.jpg")
+    with Image.open(INPUT_DIR / "astronaut.jpg") as astronaut:
+        astronaut.crop((100, 0, 388, 512)).resize((682, 1213)).save(folder / "portrait.jpg")
+    shutil.copy(INPUT_DIR / "bunny_phone.mp4", folder / "phone_clip.mp4")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("notebook", nargs="?", default=str(REPO / "notebooks" / "07_playground.ipynb"))
+    parser.add_argument("notebooks", nargs="*", default=[str(REPO / "notebooks" / "07_playground.ipynb")])
     parser.add_argument("--python", default=sys.executable, help="a Python with playwright installed")
     parser.add_argument("--out", default=str(REPO / "downloaded_data" / "outputs" / "browser_check"))
     args = parser.parse_args()
@@ -109,9 +214,12 @@ def main() -> int:
             from molmo_nb_utils.tiny import build_tiny_molmo2
 
             env["MOLMO_MODEL_ID"] = str(build_tiny_molmo2(Path(tmp) / "tiny-molmo2"))
-        workdir = Path(tmp) / "lab"
+        workdir, uploads = Path(tmp) / "lab", Path(tmp) / "uploads"
         workdir.mkdir()
-        shutil.copy(args.notebook, workdir)
+        uploads.mkdir()
+        for notebook in args.notebooks:
+            shutil.copy(notebook, workdir)
+        upload_files(uploads)
         port, token = free_port(), secrets.token_hex(16)
         jupyter = Path(sys.executable).parent / "jupyter"
         command = [str(jupyter), "lab", "--no-browser", "--expose-app-in-browser", f"--port={port}",
@@ -127,8 +235,15 @@ def main() -> int:
                     break
                 except OSError:
                     time.sleep(1)
-            url = f"{base}/lab/tree/{Path(args.notebook).name}?token={token}"
-            return subprocess.run([args.python, "-c", BROWSER_SCRIPT, url, str(out)]).returncode
+            failed = []
+            for notebook in args.notebooks:
+                name = Path(notebook).name
+                url = f"{base}/lab/tree/{name}?token={token}"
+                done = subprocess.run([args.python, "-c", BROWSER_SCRIPT, url, str(out), name[:2], str(uploads)])
+                if done.returncode:
+                    failed.append(name)
+            print(f"screenshots in {out}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+            return 1 if failed else 0
         finally:
             server.terminate()
             server.wait(timeout=30)
