@@ -199,15 +199,16 @@ def _config(tokenizer, text_vocab: int):
 
 
 def _draw_weights(model, seed: int) -> None:
-    """Draw every weight so that activations, image features and logits are of order 1.
+    """Draw the weights so that activations, image features and logits are of order 1, and the model sees.
 
     Why: transformers' default (every weight at std 0.02) on 32-wide layers shrinks each layer's output ~30
-    times, so the image features reaching the language model are ~1e-7: the model is blind to its images
-    and its head too weak to ever be confident, and no test comparing answers across inputs means anything.
-    A linear layer drawn at std 1/sqrt(fan_in) keeps the scale of its input (LeCun's rule); embeddings
-    (tokens, the ViT's patch positions) are drawn at std 1, the scale the norms after them produce; norms
-    stay at weight 1 and bias 0, biases at 0. One generator, in the model's fixed parameter order: the same
-    seed gives the same bytes.
+    times, so the image features reaching the language model were ~1e-7: the model was blind to its images,
+    its head too weak ever to be confident, and no test comparing answers across inputs meant anything.
+    A linear layer drawn at std 1/sqrt(fan_in) keeps the scale of its input (LeCun's rule), biases start at
+    0, norms at weight 1. Embeddings (tokens, the ViT's patch positions) stay small (std 0.02): a norm follows
+    each, so they set no scale, and at an image position the image's features (of order 1) then outweigh the
+    patch token's embedding, as a trained model's do. One generator, in the model's fixed module order: the
+    same seed gives the same bytes.
     """
     import torch
 
@@ -219,15 +220,16 @@ def _draw_weights(model, seed: int) -> None:
                 if module.bias is not None:
                     module.bias.zero_()
             elif isinstance(module, torch.nn.Embedding):
-                module.weight.normal_(0.0, 1.0, generator=generator)
-        model.model.vision_tower.positional_embedding.normal_(0.0, 1.0, generator=generator)
+                module.weight.normal_(0.0, EMBEDDING_STD, generator=generator)
+        model.model.vision_tower.positional_embedding.normal_(0.0, EMBEDDING_STD, generator=generator)
 
 
 # Written into every folder this module builds, with the files it wrote, so it can tell its own folders from
 # anyone else's and rebuild the ones made before the weights were last redrawn (version 1, unmarked: every
-# weight at std 0.02, blind to images).
+# weight at std 0.02, blind to images; 2: embeddings at std 1, which drowned the image features).
 MARKER = "tiny_molmo2.json"
-WEIGHTS_VERSION = 2
+EMBEDDING_STD = 0.02
+WEIGHTS_VERSION = 3
 # What a build wrote before the marker existed.
 _UNMARKED_FILES = frozenset({"chat_template.jinja", "config.json", "generation_config.json", "model.safetensors",
                              "processor_config.json", "tokenizer.json", "tokenizer_config.json"})  # fmt: skip

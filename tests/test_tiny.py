@@ -36,7 +36,7 @@ def test_activations_and_image_features_are_of_order_one(tiny_model):
     model, processor = tiny_model
     out, features = _forward(model, processor, COINS)
     assert 0.1 < _rms(features) < 10
-    for hidden in out.hidden_states:
+    for hidden in out.hidden_states[1:]:  # after the first layer (embeddings are small, see _draw_weights)
         assert 0.1 < _rms(hidden) < 30
     assert 0.3 < out.logits[0, -1].std().item() < 3
 
