@@ -14,7 +14,15 @@ import pytest
 from PIL import Image
 
 from molmo_nb_utils.asking import Answer
-from molmo_nb_utils.dataset import draw_result, load_dataset, load_results, model_identity, run_dataset
+from molmo_nb_utils.dataset import (
+    draw_result,
+    export_coco,
+    export_points_csv,
+    load_dataset,
+    load_results,
+    model_identity,
+    run_dataset,
+)
 from molmo_nb_utils.media import load_image
 
 ANSWER = '<points coords="1 1 500 500">dot</points>'
@@ -51,6 +59,11 @@ def test_a_file_name_that_is_not_utf8_is_answered_saved_and_read_back(tmp_path):
     again = FakeAsk()
     run_dataset(None, None, items, tmp_path / "out.jsonl", prompt="Point.", ask=again)
     assert again.asked == []  # and resuming recognises it
+    assert draw_result(items[0], results[0]).width == 40  # its picture, with the name escaped
+    coco = json.loads(export_coco(items, results, tmp_path / "coco.json").read_text(encoding="utf-8"))
+    assert coco["images"][0]["file_name"] == items[0].key
+    points = export_points_csv(items, results, tmp_path / "points.csv").read_text(encoding="utf-8")
+    assert "caf\\udce9.png" in points  # the byte that is not UTF-8, written as Python's escape
 
 
 @pytest.mark.parametrize(

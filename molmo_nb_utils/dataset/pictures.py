@@ -59,7 +59,9 @@ def draw_result(
     true = "?" if item.count is None else item.count
     if item.kind == "image":
         picture = _draw_rings(load_image(item.path), item.points or (), radius)
-        return draw_points(picture, predicted, label=f"{item.key} ({true} true, in rings), answer")
+        return draw_points(
+            picture, predicted, label=f"{_printable(item.key)} ({true} true, in rings), answer"
+        )
     shown = sample_frames(
         item.path, result.settings.get("max_frames") or DEFAULT_MAX_FRAMES, result.settings.get("fps")
     )
@@ -73,7 +75,12 @@ def draw_result(
         for frame, t in zip(shown.frames, shown.timestamps, strict=True)
     ]
     grid = frame_grid(replace(shown, frames=np.stack(ringed)), points=predicted, cols=cols)
-    return with_header(grid, f"{item.key} ({true} true, in rings), answer: {result.count} ids")
+    return with_header(grid, f"{_printable(item.key)} ({true} true, in rings), answer: {result.count} ids")
+
+
+def _printable(key: str) -> str:
+    """A file name that is not valid UTF-8 (its bytes kept as surrogates) shown with escapes, not an error."""
+    return key.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def plot_counts(score: DatasetScore) -> Figure:
@@ -96,7 +103,7 @@ def plot_counts(score: DatasetScore) -> Figure:
         ax.scatter([t], [p], s=40 * len(keys), color="tab:red" if t != p else "tab:blue", zorder=3)
         if t != p:
             ax.annotate(
-                ", ".join(Path(k).stem for k in keys),
+                ", ".join(_printable(Path(k).stem) for k in keys),
                 (t, p),
                 textcoords="offset points",
                 xytext=(6, 4),

@@ -92,6 +92,11 @@ def run_sharded(
         max_frames=run_kwargs.get("max_frames", run_dataset.__kwdefaults__["max_frames"]),
         max_crops=run_kwargs.get("max_crops"),
     )
+    if (
+        state.is_main_process
+    ):  # what an earlier run left in shards (with any number of processes) counts as done
+        merge_shards(items, results_path)
+    state.wait_for_everyone()
     earlier = read_results(results_path)
     check_settings(earlier, settings, results_path)
     merged = latest(earlier)
