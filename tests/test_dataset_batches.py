@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
 
 from molmo_nb_utils.asking import Answer, chat_batch
-from molmo_nb_utils.dataset import load_dataset, load_results, merge_shards, run_dataset
+from molmo_nb_utils.dataset import load_dataset, load_results, merge_shards, run_dataset, run_sharded
 from molmo_nb_utils.dataset.sharded import shard_path
 from molmo_nb_utils.media import load_image
 from molmo_nb_utils.paths import INPUT_DIR, REPO_ROOT
@@ -185,3 +187,32 @@ def test_two_processes_merge_to_what_one_process_writes(tiny_model, tiny_model_p
     assert merged[0].settings == one[0].settings
     for a, b in zip(one, merged, strict=True):
         assert _same(a, b), a.key
+
+
+class OneOfTwo:
+    """accelerate's PartialState as process 1 of 2 sees it, without starting any process."""
+
+    num_processes, process_index, is_main_process = 2, 0, True
+
+    @contextlib.contextmanager
+    def split_between_processes(self, items):
+        yield items[: (len(items) + 1) // 2]  # accelerate gives the first process the first half
+
+    def wait_for_everyone(self):
+        pass
+
+
+def test_a_sharded_run_resumes_from_shards_of_an_earlier_run_and_refuses_other_models(tmp_path):
+    items = _images(tmp_path / "data", 6)
+    out = tmp_path / "out.jsonl"
+    # An earlier run with 4 processes died before merging: its shard 3 holds items 4 and 5.
+    run_dataset(None, None, items[4:], shard_path(out, 2, 4), prompt="Point.", ask=FakeAsk())
+    ask = FakeAsk()
+    results = run_sharded(None, None, items, out, state=OneOfTwo(), prompt="Point.", ask=ask)
+    assert ask.alone == ["img_0.png", "img_1.png", "img_2.png"]  # this process's half; nothing asked twice
+    assert [r.key for r in results] == ["img_0.png", "img_1.png", "img_2.png", "img_4.png", "img_5.png"]
+    assert not list(tmp_path.glob("out.shard-*"))
+    other = SimpleNamespace(name_or_path="someone/else")
+    run_dataset(other, None, items[3:4], shard_path(out, 1, 2), prompt="Point.", ask=FakeAsk())
+    with pytest.raises(ValueError, match=r"another model \(model: 'someone/else' there, None now\)"):
+        merge_shards(items, out)
