@@ -502,3 +502,122 @@ def choose_quantization(config: Any, budget_gb: float, *, half: str = "bf16") ->
         ):
             return None if precision == half else precision
     return "4bit"
+
+
+# ---------------------------------------------------------------------------------------------
+# Training (09_fine_tune): LoRA or QLoRA
+
+
+@dataclass(frozen=True)
+class TrainingMemoryEstimate:
+    """An estimate of the GPU memory of one LoRA training step (``training.fine_tune``), batch of one.
+
+    The frozen base weights; the LoRA weights with their gradients and AdamW's two moments (all float32, as
+    peft keeps adapters of a 16-bit model); the activations the backward pass needs (with gradient
+    checkpointing: one hidden state per layer plus one layer recomputed); and the vision encoder, which runs
+    once per image under no_grad (fine_tune caches its features), so its working set never meets the
+    activations. The peak is weights + LoRA state + overhead + the larger of the two.
+    """
+
+    weights_gb: float
+    lora_gb: float  # LoRA weights, gradients and AdamW moments
+    activations_gb: float  # kept for backward, and the largest temporary
+    vision_gb: float  # the vision encoder's working set, once per image
+    overhead_gb: float
+    total_gb: float
+    precision: str
+    lora_parameters: int
+    prompt_tokens: int
+    answer_tokens: int
+    num_crops: int
+    gradient_checkpointing: bool
+
+    def table(self) -> str:
+        rows = [
+            ("base weights", self.weights_gb, f"{self.precision}, frozen"),
+            ("LoRA state", self.lora_gb, f"{self.lora_parameters:,} parameters: weights, gradients, AdamW (fp32)"),
+            ("activations", self.activations_gb,
+             f"{self.prompt_tokens:,} + {self.answer_tokens} tokens, "
+             + ("gradient checkpointing" if self.gradient_checkpointing else "no checkpointing")),
+            ("vision encoder", self.vision_gb, f"{self.num_crops} crops, once per image (no gradients)"),
+            ("overhead", self.overhead_gb, "CUDA context, allocator"),
+            ("peak total", self.total_gb, "an estimate: check it against torch.cuda.max_memory_allocated()"),
+        ]  # fmt: skip
+        return "\n".join(f"{name:<15}{gb:7.2f} GiB  {note}" for name, gb, note in rows)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def lora_parameter_count(config: Any, *, rank: int = 16, train_connector: bool = False) -> int:
+    """Parameters of the LoRA adapter ``fine_tune`` adds (rank x (in + out) per adapted linear layer: the
+    language model's projections and its head, and the connector's with ``train_connector``)."""
+    return _lora_count(load_config(config).to_json_string(), rank, train_connector)
+
+
+@functools.lru_cache(maxsize=32)
+def _lora_count(config_json: str, rank: int, train_connector: bool) -> int:
+    import re
+
+    import torch
+    from transformers import Molmo2Config, Molmo2ForConditionalGeneration
+
+    from molmo_nb_utils.training import CONNECTOR_MODULES, LANGUAGE_MODULES
+
+    if rank < 1:
+        raise ValueError(f"rank must be >= 1, got {rank}")
+    pattern = re.compile(rf"^({LANGUAGE_MODULES}{'|' + CONNECTOR_MODULES if train_connector else ''})$")
+    with torch.device("meta"):
+        model = Molmo2ForConditionalGeneration(Molmo2Config(**json.loads(config_json)))
+    return sum(
+        rank * (m.in_features + m.out_features)
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and pattern.match(name)
+    )
+
+
+def estimate_training_memory(
+    config: Any,
+    *,
+    precision: str = "4bit",
+    prompt_tokens: int,
+    answer_tokens: int = 64,
+    num_crops: int = 0,
+    rank: int = 16,
+    gradient_checkpointing: bool = True,
+    train_connector: bool = False,
+    vision_chunk: int | None = VISION_CHUNK,
+) -> TrainingMemoryEstimate:
+    """Estimated peak GPU memory of a ``fine_tune`` step on one example of ``prompt_tokens`` (media included,
+    from count_prompt_tokens or image_tokens_estimate) plus ``answer_tokens``, with ``num_crops`` image crops.
+    ``precision`` is the base model's: "4bit" is QLoRA. With ``train_connector`` the vision features are
+    recomputed with gradients every step; that working set is counted at inference size (a lower bound)."""
+    _check(precision, prompt_tokens=prompt_tokens, answer_tokens=answer_tokens, num_crops=num_crops)
+    c = load_config(config)
+    t = c.text_config
+    a = 4 if precision == "fp32" else 2
+    inference = estimate_memory(c, precision=precision, prompt_tokens=prompt_tokens, new_tokens=0,
+                                num_crops=num_crops, vision_chunk=vision_chunk)  # fmt: skip
+    lora = lora_parameter_count(c, rank=rank, train_connector=train_connector)
+    lora_bytes = lora * (4 + 4 + 8)  # fp32 weights, gradients, AdamW's two moments
+    n, h, layers = prompt_tokens + answer_tokens, t.hidden_size, t.num_hidden_layers
+    q, kv, inter = t.num_attention_heads * t.head_dim, t.num_key_value_heads * t.head_dim, t.intermediate_size
+    # what one decoder layer keeps for backward: norms and residuals, q/k/v and their rotated copies, the
+    # attention output, the MLP's gate, up, activation and product; plus the rank-wide LoRA intermediates
+    per_layer = n * (4 * h + 3 * q + 3 * kv + 4 * inter) * a + n * rank * 7 * 4
+    mask = n * n * (1 + 2 * a)  # the bool mask over every pair of tokens, SDPA's additive copies
+    if gradient_checkpointing:  # each layer's input, and one layer recomputed at a time
+        kept = layers * n * h * a + per_layer
+    else:
+        kept = layers * per_layer
+    logits = (answer_tokens + 1) * t.vocab_size * (a + 4 + 4)  # logits of the answer, fp32 copy, gradient
+    dequantized = inter * h * a if precision in QUANT_BYTES else 0  # bitsandbytes: one weight at a time
+    activations = kept + mask + logits + dequantized + n * h * a * 2  # + embeddings and the pooled features
+    weights = inference.weights_gb * GIB
+    peak = weights + lora_bytes + max(activations, inference.vision_gb * GIB)
+    return TrainingMemoryEstimate(
+        weights_gb=weights / GIB, lora_gb=lora_bytes / GIB, activations_gb=activations / GIB,
+        vision_gb=inference.vision_gb, overhead_gb=OVERHEAD_GB, total_gb=peak / GIB + OVERHEAD_GB,
+        precision=precision, lora_parameters=lora, prompt_tokens=prompt_tokens, answer_tokens=answer_tokens,
+        num_crops=num_crops, gradient_checkpointing=gradient_checkpointing,
+    )  # fmt: skip

@@ -583,3 +583,46 @@ def test_planned_frames_follow_the_sampling_rule():
     assert planned_frames(600.0, max_frames=384) == 384  # the budget: frames spread over the video
     with pytest.raises(ValueError, match="seconds > 0"):
         planned_frames(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training (09): LoRA and QLoRA
+
+
+def test_lora_parameters_by_hand(tiny_model_path):
+    from peft import get_peft_model
+
+    from molmo_nb_utils.training import lora_config
+
+    # the tiny model: 2 layers of q 32->32, k and v 32->16, o 32->32, gate and up 32->64, down 64->32, and the
+    # head 32->501: rank 16 x (in + out) each
+    per_layer = 16 * ((32 + 32) + 2 * (32 + 16) + (32 + 32) + 2 * (32 + 64) + (64 + 32))
+    assert memory.lora_parameter_count(tiny_model_path) == 2 * per_layer + 16 * (32 + 501) == 24_912
+    model = Molmo2ForConditionalGeneration.from_pretrained(tiny_model_path)
+    peft_model = get_peft_model(model, lora_config(rank=16))
+    assert sum(p.numel() for p in peft_model.parameters() if p.requires_grad) == 24_912
+    assert memory.lora_parameter_count(tiny_model_path, rank=4, train_connector=True) > 24_912 // 4
+
+
+def test_training_estimate_adds_up_and_follows_the_settings():
+    kwargs = dict(prompt_tokens=1500, num_crops=9)
+    qlora = memory.estimate_training_memory("allenai/Molmo2-4B", precision="4bit", **kwargs)
+    lora = memory.estimate_training_memory("allenai/Molmo2-4B", precision="bf16", **kwargs)
+    assert qlora.weights_gb < lora.weights_gb / 2
+    assert qlora.lora_gb == pytest.approx(qlora.lora_parameters * 16 / memory.GIB)
+    peak = qlora.weights_gb + qlora.lora_gb + max(qlora.activations_gb, qlora.vision_gb) + qlora.overhead_gb
+    assert qlora.total_gb == pytest.approx(peak)
+    # the weights are the inference planner's
+    assert qlora.weights_gb == pytest.approx(estimate_memory("allenai/Molmo2-4B", precision="4bit",
+                                                             prompt_tokens=1500).weights_gb)  # fmt: skip
+    no_checkpointing = memory.estimate_training_memory(
+        "allenai/Molmo2-4B", precision="4bit", gradient_checkpointing=False, **kwargs
+    )
+    assert no_checkpointing.activations_gb > 3 * qlora.activations_gb
+    longer = memory.estimate_training_memory(
+        "allenai/Molmo2-4B", precision="4bit", prompt_tokens=3000, num_crops=9
+    )
+    assert longer.total_gb > qlora.total_gb
+    assert "estimate" in qlora.table() and "LoRA state" in str(qlora)
+    with pytest.raises(ValueError, match="unknown precision"):
+        memory.estimate_training_memory("allenai/Molmo2-4B", precision="3bit", prompt_tokens=10)

@@ -1,0 +1,293 @@
+"""Fine-tuning: Molmo2's own answer format, labels on the answer only, resumable checkpoints, and the proof that
+it all fits together: the tiny model learns the coin tables by heart."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+
+import pytest
+import torch
+
+from molmo_nb_utils import INPUT_DIR, load_image, load_model, parse_points
+from molmo_nb_utils.asking import chat, prepare_inputs, user_message
+from molmo_nb_utils.dataset import load_dataset, run_dataset, score_results
+from molmo_nb_utils.evaluation import distance_threshold
+from molmo_nb_utils.grounding import Point, count_points
+from molmo_nb_utils.training import (
+    TrainingError,
+    _eos_id,
+    encode_example,
+    fine_tune,
+    is_counting_prompt,
+    latest_checkpoint,
+    load_adapter,
+    masking_table,
+    qlora_config,
+    split_items,
+    target_text,
+    training_examples,
+)
+
+PROMPT = "Point to the coins."
+
+
+@pytest.fixture(scope="module")
+def coin_tables():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # table_01 has no coins, and says so
+        items = load_dataset(INPUT_DIR / "coin_table.json")
+    return [item for item in items if item.points is not None]
+
+
+@pytest.fixture
+def base(tiny_model_path):
+    """A fresh base model: fine_tune puts its LoRA layers into the model it is given."""
+    return load_model(tiny_model_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets
+
+
+def test_target_is_written_as_allenai_trains_it():
+    # 200x100 image: (100, 50) -> 500 500, (20, 80) -> 100 800; sorted by x, y after scaling, ids from 1
+    points = [Point(7, 100, 50, image=1), Point(3, 20, 80, image=1)]
+    assert target_text(points, (200, 100), "Coin", counting=False) == (
+        '<points coords="1 1 100 800 2 500 500">coin</points>'
+    )
+    assert target_text(points, (200, 100), "coin", counting=True) == (
+        'Counting the <points coords="1 1 100 800 2 500 500">coin</points> shows a total of 2.'
+    )
+    assert target_text([], (200, 100), "coin", counting=True) == "There are none."
+    assert target_text([], (200, 100), "coin", counting=False) == "There are none."
+    # sorted after rounding, as the text reads: on 250 px x=0.9 and x=1.1 both become 004, so y decides
+    tied = [Point(1, 0.9, 9, image=1), Point(2, 1.1, 5, image=1)]
+    assert (
+        target_text(tied, (250, 1000), "c", counting=False)
+        == '<points coords="1 1 004 005 2 004 009">c</points>'
+    )
+
+
+@pytest.mark.parametrize("prompt", [PROMPT, "How many coins are there?", "Count the coins."])
+def test_targets_round_trip_through_parse_points(coin_tables, prompt):
+    examples = training_examples(coin_tables, prompt=prompt)
+    assert [e.key for e in examples] == [item.key for item in coin_tables]
+    for item, example in zip(coin_tables, examples, strict=True):
+        assert example.prompt == prompt and example.size == load_image(item.path).size
+        parsed = parse_points(example.target, example.size)
+        assert count_points(parsed) == len(item.points) == item.count
+        assert [p.id for p in parsed] == list(range(1, len(parsed) + 1))
+        rounding = max(example.size) / 1000  # 0..1000 scale
+        got = sorted((p.x, p.y) for p in parsed)
+        want = sorted((p.x, p.y) for p in item.points)
+        assert all(
+            abs(a - c) <= rounding and abs(b - d) <= rounding
+            for (a, b), (c, d) in zip(got, want, strict=True)
+        )
+        if not item.points:
+            assert example.target == "There are none."
+        elif is_counting_prompt(prompt):
+            assert example.target.startswith("Counting the <points") and example.target.endswith(
+                f"shows a total of {item.count}."
+            )
+        else:
+            assert example.target.startswith('<points coords="1 ') and example.target.endswith("</points>")
+
+
+def test_prompts_items_own_then_given_then_default(tmp_path):
+    image = tmp_path / "a.png"
+    load_image(INPUT_DIR / "cat.jpg").save(image)
+    items = load_dataset([{"file": str(image), "points": [[1, 2]], "label": "cat"}])
+    assert training_examples(items)[0].prompt == "Point to the cat."
+    assert training_examples(items, prompt="Where is the {label}?")[0].prompt == "Where is the cat?"
+    own = load_dataset(
+        [{"file": str(image), "points": [[1, 2]], "label": "cat", "prompt": "Count the cats."}]
+    )
+    assert training_examples(own, prompt=PROMPT)[0].target.startswith("Counting the <points")
+    assert is_counting_prompt("How many cats are there?") and not is_counting_prompt("Point to the cats.")
+
+
+def test_items_without_ground_truth_are_left_out_or_refused(tmp_path):
+    items = load_dataset(INPUT_DIR / "coin_table.json")
+    with pytest.warns(UserWarning, match=r"coins\.jpg.*left out"):
+        examples = training_examples(items)
+    assert "coins.jpg" not in {e.key for e in examples} and len(examples) == 6
+    with pytest.raises(TrainingError, match="Nothing is left to train on"):
+        training_examples(load_dataset(INPUT_DIR / "coin_table"))  # a folder: no truth at all
+    with pytest.raises(TrainingError, match="no items"):
+        training_examples([])
+    with pytest.raises(TrainingError, match="not a dataset item"):
+        training_examples(["input/cat.jpg"])
+
+
+def test_split_is_seeded_by_item_and_disjoint(coin_tables):
+    train, val = split_items(coin_tables, validation=0.34, seed=1)
+    assert len(val) == 2 and len(train) == 4
+    assert not {i.key for i in train} & {i.key for i in val}
+    again = split_items(list(reversed(coin_tables)), validation=0.34, seed=1)
+    assert {i.key for i in again[1]} == {i.key for i in val}
+    assert split_items(coin_tables, validation=0)[1] == []
+    with pytest.raises(ValueError, match="validation"):
+        split_items(coin_tables, validation=1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Labels
+
+
+def test_only_answer_tokens_carry_labels(tiny_model, coin_tables):
+    model, processor = tiny_model
+    example = training_examples(coin_tables[2:3], prompt=PROMPT)[0]
+    encoded = encode_example(model, processor, example)
+    ids, labels, start = encoded["input_ids"][0], encoded["labels"][0], encoded["answer_start"]
+    eos = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")  # the tiny model's end of turn
+    assert _eos_id(model, processor) == eos == model.generation_config.eos_token_id
+    answer = processor.tokenizer(example.target, add_special_tokens=False)["input_ids"] + [eos]
+    assert labels[:start].eq(-100).all()
+    assert labels[start:].tolist() == ids[start:].tolist() == answer
+    assert processor.tokenizer.decode(labels[start:]) == example.target + "<|im_end|>"
+    patch = model.config.image_patch_id
+    assert ids.eq(patch).sum() > 100 and labels[ids == patch].eq(-100).all()
+    # the prompt part is exactly what chat sends
+    prompt = prepare_inputs(processor, [user_message(example.path, text=PROMPT)])
+    assert ids[:start].tolist() == prompt["input_ids"][0].tolist()
+    assert encoded["mm_token_type_ids"][0, start:].eq(0).all()
+    table = masking_table(model, processor, encoded).splitlines()
+    assert table[-1].startswith(f"{len(ids):,} tokens, {len(answer)} of them with a label")
+    media = int((ids >= model.config.text_config.vocab_size).sum())
+    kinds = [("media" if "image/video tokens" in line else "loss" if "= token" in line else "prompt")
+             for line in table[1:-1]]  # fmt: skip
+    assert kinds == ["prompt", "media", "prompt", "loss"]  # the processor's start token, then the image first
+    assert f"{media:,} image/video tokens" in table[2]
+    assert repr(example.target + "<|im_end|>") in table[-2]
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints, resume, reload
+
+
+def _adapter(folder):
+    from peft.utils import load_peft_weights
+
+    return load_peft_weights(str(folder))
+
+
+def test_resume_after_an_interruption_gives_the_same_adapter(
+    tiny_model_path, coin_tables, tmp_path, monkeypatch
+):
+    items = coin_tables[1:4]
+    settings = dict(prompt=PROMPT, steps=10, save_every=4, progress=False, gradient_accumulation=2)
+    model, processor = load_model(tiny_model_path)
+    whole = fine_tune(model, processor, items, tmp_path / "whole", **settings)
+    assert [p.name for p in sorted((tmp_path / "whole").iterdir())] == [
+        "checkpoint-000008",
+        "checkpoint-000010",
+    ]
+    final = latest_checkpoint(tmp_path / "whole")
+    assert {"adapter_config.json", "adapter_model.safetensors", "training_state.pt"} <= {
+        p.name for p in final.iterdir()
+    }
+    assert json.loads((final / "trainer_state.json").read_text())["step"] == 10
+
+    calls = {"n": 0}
+    original = torch.optim.AdamW.step
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:  # after the checkpoint of step 4, before the one of step 8
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", interrupted)
+    model, processor = load_model(tiny_model_path)
+    with pytest.raises(KeyboardInterrupt):
+        fine_tune(model, processor, items, tmp_path / "cut", **settings)
+    monkeypatch.setattr(torch.optim.AdamW, "step", original)
+    assert latest_checkpoint(tmp_path / "cut").name == "checkpoint-000004"
+    assert not [p for p in (tmp_path / "cut").iterdir() if p.name.startswith(".")]  # nothing half-written
+
+    model, processor = load_model(tiny_model_path)
+    resumed = fine_tune(model, processor, items, tmp_path / "cut", **settings)
+    assert resumed.training_log.resumed_from == 4
+    assert resumed.training_log.train_loss == pytest.approx(whole.training_log.train_loss, rel=1e-4, abs=1e-6)
+    a, b = _adapter(final), _adapter(latest_checkpoint(tmp_path / "cut"))
+    assert a.keys() == b.keys() and len(a) > 10
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6)
+
+    # other settings in the same folder would mix two trainings
+    model, processor = load_model(tiny_model_path)
+    with pytest.raises(TrainingError, match="other settings.*steps"):
+        fine_tune(model, processor, items, tmp_path / "cut", **{**settings, "steps": 12})
+
+
+def test_reloaded_adapter_answers_as_the_model_fine_tune_returned(tiny_model_path, coin_tables, tmp_path):
+    items = coin_tables[:3]
+    model, processor = load_model(tiny_model_path)
+    tuned = fine_tune(model, processor, items, tmp_path / "run", prompt=PROMPT, steps=30, progress=False)
+    assert hasattr(tuned, "peft_config") and tuned.name_or_path == str(tiny_model_path)
+    base, _ = load_model(tiny_model_path)
+    reloaded = load_adapter(base, tmp_path / "run")
+    for item in items:
+        message = [user_message(item.path, text=PROMPT)]
+        assert str(chat(tuned, processor, message, max_new_tokens=40)) == str(
+            chat(reloaded, processor, message, max_new_tokens=40)
+        )
+    # merged for deployment: a plain Molmo2 that answers the same
+    merged = reloaded.merge_and_unload()
+    assert not hasattr(merged, "peft_config")
+    message = [user_message(items[1].path, text=PROMPT)]
+    assert str(chat(merged, processor, message, max_new_tokens=40)) == str(chat(tuned, processor, message,
+                                                                                max_new_tokens=40))  # fmt: skip
+    with pytest.raises(TrainingError, match="No adapter"):
+        load_adapter(load_model(tiny_model_path)[0], tmp_path / "nothing-here")
+
+
+def test_bad_settings_get_clear_errors(tiny_model_path, coin_tables, tmp_path):
+    model, processor = load_model(tiny_model_path)
+    with pytest.raises(TrainingError, match="no items"):
+        fine_tune(model, processor, [], tmp_path)
+    with pytest.raises(TrainingError, match="Nothing is left"):
+        fine_tune(model, processor, load_dataset(INPUT_DIR / "coin_table"), tmp_path, prompt=PROMPT)
+    with pytest.raises(TrainingError, match="QLoRA needs a CUDA GPU"):
+        fine_tune(model, processor, coin_tables, tmp_path, qlora=True)
+    with pytest.raises(TrainingError, match="both a training and a validation item"):
+        fine_tune(model, processor, coin_tables, tmp_path, validation_items=coin_tables[:1])
+    with pytest.raises(TrainingError, match="steps"):
+        fine_tune(model, processor, coin_tables, tmp_path, steps=0)
+    assert not any(tmp_path.iterdir())
+
+
+def test_qlora_configuration_keeps_vision_and_connector_in_16_bit():
+    config = qlora_config("float16")
+    assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant
+    assert config.bnb_4bit_compute_dtype == torch.float16
+    assert {"vision_tower", "multi_modal_projector", "lm_head"} <= set(config.llm_int8_skip_modules)
+    with pytest.raises(TrainingError, match="bfloat16"):
+        qlora_config("float32")
+
+
+# ---------------------------------------------------------------------------------------------
+# The proof: the tiny model memorises the coin tables
+
+
+def test_tiny_model_memorises_the_coin_tables(tiny_model_path, coin_tables, tmp_path):
+    """Format, labels and adapter wiring are right only if training on the answers makes the model give them."""
+    model, processor = load_model(tiny_model_path)
+    before = score_results(coin_tables, run_dataset(model, processor, coin_tables, tmp_path / "before.jsonl",
+                                                    prompt=PROMPT, max_new_tokens=96))  # fmt: skip
+    start = time.perf_counter()
+    tuned = fine_tune(model, processor, coin_tables, tmp_path / "run", prompt=PROMPT, progress=False)
+    seconds = time.perf_counter() - start
+    results = run_dataset(
+        tuned, processor, coin_tables, tmp_path / "after.jsonl", prompt=PROMPT, max_new_tokens=96
+    )
+    after = score_results(coin_tables, results)
+    print(f"fine_tune: {tuned.training_log.steps} steps in {seconds:.1f} s; before: {before}; after: {after}")
+    assert before.mean_image_f1 < 0.5
+    assert after.mean_image_f1 >= 0.9 and after.counts.accuracy >= 0.9
+    assert seconds < 180
+    # the hit rule is 08's: 5% of the diagonal
+    assert {s.threshold_px for s in after.items} == {distance_threshold(640, 360)}
