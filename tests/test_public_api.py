@@ -10,7 +10,7 @@ from molmo_nb_utils.paths import REPO_ROOT
 
 # Exported though no notebook imports them: the types a reader catches or gets back.
 FOR_READERS = {"Answer", "DownloadError", "ItemResult", "ModelLoadError", "OutOfMemoryAdvice", "VideoFrames",
-               "VideoInfo", "chunk_vision", "download", "load_results"}  # fmt: skip
+               "VideoInfo", "chunk_vision", "download", "load_results", "TrainingError"}  # fmt: skip
 
 
 def _notebook_imports() -> dict[str, set[str]]:
@@ -39,3 +39,12 @@ def test_every_export_is_used_and_the_list_is_sorted():
     assert set(molmo_nb_utils.__all__) == used | FOR_READERS
     assert molmo_nb_utils.__all__ == sorted(molmo_nb_utils.__all__)
     assert all(hasattr(molmo_nb_utils, name) for name in molmo_nb_utils.__all__)
+
+
+def test_fine_tuning_is_exported():
+    """The names issue 18's acceptance checks call: training_examples, fine_tune, load_adapter."""
+    from molmo_nb_utils import training
+
+    for name in ("training_examples", "fine_tune", "load_adapter", "split_items", "estimate_training_memory"):
+        assert name in molmo_nb_utils.__all__
+    assert molmo_nb_utils.fine_tune is training.fine_tune and molmo_nb_utils.load_adapter is training.load_adapter
