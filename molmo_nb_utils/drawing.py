@@ -319,16 +319,23 @@ def frame_grid(
         thumb = picture.resize((thumb_w, max(1, round(picture.height * scale))), Image.Resampling.BILINEAR)
         _draw_markers(thumb, on_frame.get(i, ()), scale, _style(*thumb.size))
         thumbs.append(thumb)
-    font_px = max(11, round(thumb_w / 16))
+    captions = []
+    for i, t in enumerate(times):
+        frame = indices[i] if indices is not None else round(t * fps) if fps else None
+        captions.append(f"t = {_format_time(t)} s" + ("" if frame is None else f" (frame {frame})"))
+    # Captions at least 13 px (readable when the notebook shows the grid a little smaller), but
+    # never wider than a thumbnail.
+    font_px = max(13, round(thumb_w / 16))
+    longest = max(captions, key=len)
+    while font_px > 8 and _font(font_px).getlength(longest) > thumb_w - 4:
+        font_px -= 1
     caption_h = round(font_px * 1.6)
     cell_h = caption_h + max(t.height for t in thumbs)
     rows = math.ceil(len(thumbs) / cols)
     grid = Image.new("RGB", (width, rows * cell_h + gap * (rows - 1)), WHITE)
     draw = ImageDraw.Draw(grid)
-    for i, (thumb, t) in enumerate(zip(thumbs, times, strict=True)):
+    for i, (thumb, caption) in enumerate(zip(thumbs, captions, strict=True)):
         x, y = (i % cols) * (thumb_w + gap), (i // cols) * (cell_h + gap)
-        frame = indices[i] if indices is not None else round(t * fps) if fps else None
-        caption = f"t = {_format_time(t)} s" + ("" if frame is None else f" (frame {frame})")
         draw.text((x + 2, y + caption_h // 2), caption, fill=BLACK, font=_font(font_px), anchor="lm")
         grid.paste(thumb, (x, y + caption_h))
     return grid

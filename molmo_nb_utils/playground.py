@@ -57,7 +57,7 @@ def fit_for_display(picture: Image.Image, max_height: int = MAX_DISPLAY_HEIGHT) 
     return picture if size == picture.size else picture.resize(size, Image.Resampling.LANCZOS)
 
 
-def grid_columns(frames: int, width: int, height: int, grid_width: int = 1024) -> int:
+def grid_columns(frames: int, width: int, height: int, grid_width: int = DISPLAY_WIDTH) -> int:
     """Columns of a frame grid that keep it within ``MAX_DISPLAY_HEIGHT``: 4 for landscape
     frames when they fit, more for many frames or for portrait (phone) videos; at most 12."""
     for cols in range(4, 13):
@@ -249,7 +249,8 @@ class Playground:
         if is_video:
             width, height = answer.video.size
             cols = grid_columns(len(answer.video.timestamps), width, height)
-            display(fit_for_display(frame_grid(answer.video, points=points, cols=cols)))
+            grid = frame_grid(answer.video, points=points, cols=cols, width=DISPLAY_WIDTH)
+            display(fit_for_display(grid))
         elif len(answer.images) == 1:
             display(fit_for_display(draw_points(answer.images[0], points)))
         else:

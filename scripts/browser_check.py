@@ -53,6 +53,12 @@ ALL_RAN = """() => {
     return idle && prompts.length > 0 && prompts.every(text => /^\[\d+\]:$/.test(text));
 }"""
 IDLE = "document.querySelector('.jp-Notebook-ExecutionIndicator[data-status=\"idle\"]')"
+WATCH_BUSY = """() => {
+    window.sawBusy = false;
+    const indicator = document.querySelector('.jp-Notebook-ExecutionIndicator');
+    new MutationObserver(() => { if (indicator.dataset.status === 'busy') window.sawBusy = true; })
+        .observe(indicator, {attributes: true});
+}"""
 # Every picture in the outputs: its drawn size and the size the page shows it at.
 SIZES = """(e) => {
     const natural = e.tagName === 'IMG' ? [e.naturalWidth, e.naturalHeight] : [e.videoWidth, e.videoHeight];
@@ -76,10 +82,6 @@ def shoot_pictures(scope, prefix):
     return sizes
 
 
-def count(page, text):
-    return page.evaluate(f"() => document.body.innerText.split({text!r}).length - 1")
-
-
 def playground(page):
     controls = {n: page.locator(f".jupyter-widgets :text-is('{n}')").count() for n in ["Media", "Task", "Prompt", "Run"]}
     if not all(controls.values()):
@@ -88,43 +90,62 @@ def playground(page):
     widget = page.locator(".widget-vbox").filter(has=page.locator("button:has-text('Clear uploads')")).first
     images = widget.locator("select[multiple]").first
     video = widget.locator(".widget-dropdown select").first
-    upload = widget.locator("input[type=file]").first
+
+    def upload(path):
+        with page.expect_file_chooser() as chooser:  # as a reader does: the Upload button's file dialog
+            widget.locator("button:has-text('Upload')").first.click()
+        chooser.value.set_files(str(path))
 
     def click(text):
         widget.locator(f"button:text-is('{text}')").first.click()
         time.sleep(0.5)
 
     def run(step, text="Points found"):
-        before = count(page, text)
+        # A run is over when the kernel, having been busy with the click, is idle again and the
+        # output under the button says what it found (the output is cleared when a run starts).
+        page.evaluate(WATCH_BUSY)
         click("Run")
-        page.wait_for_function(f"() => document.body.innerText.split({text!r}).length - 1 > {before}", timeout=300_000)
-        page.wait_for_function(IDLE, timeout=120_000)
+        page.wait_for_function(
+            f"() => window.sawBusy && {IDLE} && document.querySelector('.widget-output').innerText.includes({text!r})",
+            timeout=300_000,
+        )
         time.sleep(2)
         widget.screenshot(path=str(shots / f"07_{step}.png"))
         log(f"07_{step}.png: Images list shown: {images.is_visible()}, Video list shown: {video.is_visible()}")
         return shoot_pictures(widget.locator(".widget-output"), f"07_{step}")
 
+    def listed(label):
+        try:
+            page.wait_for_function(
+                f"() => [...document.querySelectorAll('option')].some(o => o.textContent.replace(/\\u00a0/g, ' ') === {label!r})",
+                timeout=60_000,
+            )
+        except Exception:
+            widget.screenshot(path=str(shots / "07_upload_failed.png"))
+            raise SystemExit(f"FAIL: after the upload no list names {label!r} (see 07_upload_failed.png)")
+
     def selected(select):
-        return select.evaluate("s => [...s.selectedOptions].map(o => o.textContent)")
+        # ipywidgets writes spaces in option labels as no-break spaces
+        return select.evaluate("s => [...s.selectedOptions].map(o => o.textContent.replace(/\\u00a0/g, ' '))")
 
     click("images")
     click("point")
     if video.is_visible() or not images.is_visible():
         raise SystemExit("FAIL: with Media 'images' the Video list is shown or the Images list hidden")
     run("image")
-    upload.set_input_files(str(uploads / "landscape.jpg"))
-    page.wait_for_function("() => document.body.innerText.includes('landscape.jpg (uploaded)')", timeout=60_000)
+    upload(uploads / "landscape.jpg")
+    listed("landscape.jpg (uploaded)")
     time.sleep(1)
     log(f"after uploading landscape.jpg the Images list selects {selected(images)}")
     run("upload_landscape")
-    upload.set_input_files(str(uploads / "portrait.jpg"))
-    page.wait_for_function("() => document.body.innerText.includes('portrait.jpg (uploaded)')", timeout=60_000)
+    upload(uploads / "portrait.jpg")
+    listed("portrait.jpg (uploaded)")
     time.sleep(1)
     log(f"after uploading portrait.jpg the Images list selects {selected(images)}")
     sizes = run("upload_portrait")
     if not sizes or max(h for _, h in sizes) > 640:
         raise SystemExit(f"FAIL: the portrait upload is shown at {sizes}, taller than 640 px")
-    upload.set_input_files(str(uploads / "phone_clip.mp4"))
+    upload(uploads / "phone_clip.mp4")
     time.sleep(3)
     log(f"after uploading phone_clip.mp4 the Video list selects {selected(video)}")
     if "phone_clip.mp4 (uploaded)" not in selected(video) or images.is_visible() or not video.is_visible():
@@ -139,7 +160,7 @@ def playground(page):
     time.sleep(2)
     widget.screenshot(path=str(shots / "07_after_clear.png"))
     click("images")
-    left = page.evaluate("() => document.body.innerText.includes('(uploaded)')")
+    left = page.evaluate("() => [...document.querySelectorAll('option')].some(o => o.textContent.includes('(uploaded)'))")
     log(f"after Clear uploads: Images list selects {selected(images)}; any upload still listed: {left}")
     if left:
         raise SystemExit("FAIL: Clear uploads left uploads in the lists")
@@ -159,6 +180,7 @@ with sync_playwright() as p:
     except Exception:
         pass
     page.wait_for_function(IDLE, timeout=120_000)
+    page.add_style_tag(content=".Toastify, .jp-toast-container { display: none !important; }")  # "Jupyter news?"
     log("JupyterLab is up and the kernel idle: running all cells")
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")  # don't await it
     deadline = time.time() + 600

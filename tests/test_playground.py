@@ -149,7 +149,7 @@ def test_display_size_never_enlarges_and_caps_portrait_height():
 def test_grid_columns_keep_a_portrait_video_on_one_screen():
     assert grid_columns(9, 640, 360) == 4  # landscape: 3 rows of 4
     cols = grid_columns(9, 360, 640)  # a phone video held upright
-    thumb = (1024 - 4 * (cols - 1)) / cols
+    thumb = (1000 - 4 * (cols - 1)) / cols
     assert math.ceil(9 / cols) * (thumb * 640 / 360 + 20) <= MAX_DISPLAY_HEIGHT and cols > 4
     assert grid_columns(400, 360, 640) == 12
 
