@@ -189,6 +189,17 @@ def test_frame_grid_size_and_point_on_the_nearest_frame():
     assert y < out.height / 2  # first row
 
 
+def test_frame_grid_captions_fit_their_frames():
+    frames = [solid(64, 36)] * 8
+    grid = frame_grid(frames, [312.5 + k for k in range(8)], fps=24, cols=8, width=1000)  # "(frame 7500)"
+    thumb_w = (1000 - 4 * 7) // 8
+    top = np.asarray(grid)[:20]  # the caption row
+    dark = np.nonzero((top < 100).all(axis=-1).any(axis=0))[0]
+    assert len(dark) and not any(thumb_w <= x < thumb_w + 4 for x in dark)  # nothing runs into the gap
+    rows = np.nonzero((top[:, :thumb_w] < 100).all(axis=-1).any(axis=1))[0]
+    assert rows.max() - rows.min() + 1 >= 8  # still readable text, not shrunk to nothing
+
+
 def test_frame_grid_computes_times_from_fps_and_checks_lengths():
     frames = [solid(32, 24)] * 3
     out = frame_grid(frames, None, fps=2, points=[Point(1, 16, 12, time=1.0)], cols=3, width=300)
