@@ -12,7 +12,8 @@ On a CUDA GPU: Molmo2-4B and, where it fits, Molmo2-8B in bf16 (where the GPU ha
 vision tower and projector in 16-bit, through ``load_model``), in each lesson's setting; the peak of
 ``torch.cuda.max_memory_allocated``, the time to the first token (vision encoder and prefill) and per new token,
 against the planner without its CUDA-context allowance. Also the 60 s video without chunked vision encoding, and
-2 minutes at 2 fps in fp16 with the KV cache offloaded to the CPU.
+2 minutes at 2 fps in fp16 with the KV cache offloaded to the CPU. And 20 steps of fine_tune (09) on one image, in
+QLoRA and in 16-bit LoRA, against estimate_training_memory (the "training" rows).
 
 Without a GPU: Molmo2-4B in bf16 on the CPU, one image and 8 frames of a video: the peak RSS (VmHWM, reset before
 each setting) above the RSS before the weights were made, against the planner's weights + peak phase (no CUDA
@@ -483,7 +484,71 @@ def run_cuda(folder: Path) -> dict:
             torch.cuda.empty_cache()
     info = device_info("cuda")
     info["measured"] = "torch.cuda.max_memory_allocated; estimate without the CUDA overhead allowance"
-    return info | {"rows": rows}
+    return info | {"rows": rows, "training": training_rows(folder, processor, ids)}
+
+
+TRAINING_STEPS = 20
+
+
+def training_rows(folder: Path, processor: Any, ids: dict[str, int]) -> list[dict]:
+    """``TRAINING_STEPS`` fine_tune steps of Molmo2-4B (random weights of the released shapes) on one 1280x720
+    image, in QLoRA (4-bit base) and in 16-bit LoRA, gradient checkpointing on: the peak of
+    torch.cuda.max_memory_allocated and the time per step, next to ``estimate_training_memory`` (CUDA only)."""
+    import torch
+
+    from molmo_nb_utils import load_dataset, load_model, prepare_inputs, user_message
+    from molmo_nb_utils.memory import estimate_training_memory
+    from molmo_nb_utils.training import fine_tune, training_examples
+
+    name = "allenai/Molmo2-4B"
+    half = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    dtype_name = {"bf16": "bfloat16", "fp16": "float16"}[half]
+    saved = folder / "Molmo2-4B-random"  # written by run_cuda's 4-bit rows
+    if not (saved / "config.json").is_file():
+        config = real_shape_config(name, ids)
+        config.name_or_path = name
+        model = random_model(config, getattr(torch, dtype_name), "cuda")
+        model.save_pretrained(saved)
+        processor.save_pretrained(saved)
+        del model
+        torch.cuda.empty_cache()
+    image = folder / "fine-tune.png"
+    make_image(7).save(image)
+    items = load_dataset([{"file": str(image), "label": "circle", "points": [[320, 180], [960, 540]]}])
+    example = training_examples(items, prompt="Point to the circles.")[0]
+    inputs = prepare_inputs(processor, [user_message(image, text=example.prompt)])
+    answer = len(processor.tokenizer(example.target, add_special_tokens=False)["input_ids"]) + 1
+    rows = []
+    for precision in ("4bit", half):
+        row = dict(model=name, setting="fine-tune, one image", precision=precision, steps=TRAINING_STEPS)
+        estimate = estimate_training_memory(
+            name, precision=precision, prompt_tokens=int(inputs["input_ids"].shape[-1]), answer_tokens=answer,
+            num_crops=int(inputs["image_num_crops"].sum()),
+        )  # fmt: skip
+        print(f"{name} {precision}: {TRAINING_STEPS} fine-tuning steps ...", flush=True)
+        try:
+            quantization = "4bit" if precision == "4bit" else None
+            model, _ = load_model(saved, dtype=dtype_name, quantization=quantization)
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            tuned = fine_tune(model, processor, items, folder / f"lora-{precision}", prompt=example.prompt,
+                              steps=TRAINING_STEPS, save_every=10 * TRAINING_STEPS, gradient_checkpointing=True,
+                              progress=False)  # fmt: skip
+            torch.cuda.synchronize()
+            row |= dict(
+                measured_gib=round(torch.cuda.max_memory_allocated() / GIB, 3),
+                seconds_per_step=round(tuned.training_log.seconds / TRAINING_STEPS, 3),
+            )
+            del tuned
+        except Exception as err:  # out of memory and the like: noted, the other row still runs
+            row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        row |= dict(estimated_gib=round(estimate.total_gb - estimate.overhead_gb, 3),
+                    estimated_total_gib=round(estimate.total_gb, 3))  # fmt: skip
+        rows.append(row)
+        model = None
+        gc.collect()
+        torch.cuda.empty_cache()
+    return rows
 
 
 def lesson_estimates(folder: Path) -> list[dict]:
