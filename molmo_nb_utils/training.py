@@ -95,6 +95,11 @@ class TrainingExample:
     target: str  # the answer in Molmo2's own words and grammar
     size: tuple[int, int]  # (width, height) of the image, which the coordinates are relative to
 
+    @property
+    def media(self) -> Path:
+        """The image the prompt is about."""
+        return self.path
+
 
 # ---------------------------------------------------------------------------------------------
 # Targets
@@ -215,7 +220,9 @@ def encode_example(
     inputs["input_ids"] = torch.cat([inputs["input_ids"], answer], dim=1)
     inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
     if "mm_token_type_ids" in inputs:  # answer tokens are text
-        inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(answer)], dim=1)
+        inputs["mm_token_type_ids"] = torch.cat(
+            [inputs["mm_token_type_ids"], torch.zeros_like(answer)], dim=1
+        )
     labels = torch.full_like(inputs["input_ids"], -100)
     labels[:, start:] = answer
     inputs["labels"] = labels
@@ -457,9 +464,8 @@ def _example_loss(model: Any, encoded: dict[str, Any]):
     start = inputs.pop("answer_start")
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-    keep = (
-        inputs["input_ids"].shape[1] - start + 1
-    )  # the last prompt position predicts the first answer token
+    # logits from the last prompt position (it predicts the first answer token) to the end
+    keep = inputs["input_ids"].shape[1] - start + 1
     logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits
     labels = encoded["labels"][:, -keep:].to(logits.device)
     return torch.nn.functional.cross_entropy(
@@ -510,8 +516,10 @@ def fine_tune(
     to learn a small set by heart; on a large set, pass ``steps`` for the passes you want. The learning rate
     (default ``default_learning_rate``: 1e-4 for Molmo2-4B) warms up over ``warmup_steps`` (default 5% of the
     steps) and decays on a cosine to 0. LoRA has rank ``rank`` (alpha twice that by default) on the language
-    model's projections and its head, and the connector's with ``train_connector``. ``validation_items`` (see ``split_items``) are never trained on; their loss is reported every
-    ``validate_every`` steps and at the end. A checkpoint is saved every ``save_every`` steps and at the end
+    model's projections and its head, and the connector's with ``train_connector``. ``validation_items``
+    (see ``split_items``) are never trained on; their loss is reported every ``validate_every`` steps (default
+    ``save_every``) and at the end. ``gradient_checkpointing`` trades compute for memory (see
+    ``memory.estimate_training_memory``). A checkpoint is saved every ``save_every`` steps and at the end
     under ``output_dir/checkpoint-NNNNNN`` (the last ``keep_checkpoints`` kept); with ``resume`` a run
     continues from the last one. ``qlora``: the model was loaded in 4-bit (``load_model(...,
     quantization='4bit')``; detected when None). The log is ``model.training_log``.

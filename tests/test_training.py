@@ -243,6 +243,21 @@ def test_reloaded_adapter_answers_as_the_model_fine_tune_returned(tiny_model_pat
                                                                                 max_new_tokens=40))  # fmt: skip
     with pytest.raises(TrainingError, match="No adapter"):
         load_adapter(load_model(tiny_model_path)[0], tmp_path / "nothing-here")
+    with pytest.raises(TrainingError, match="already carries a LoRA adapter"):
+        fine_tune(tuned, processor, items, tmp_path / "again", prompt=PROMPT)
+
+
+def test_a_fine_tuned_model_goes_into_the_playground(tiny_model_path, coin_tables, tmp_path, capsys):
+    from molmo_nb_utils.playground import Playground
+
+    model, processor = load_model(tiny_model_path)
+    tuned = fine_tune(
+        model, processor, coin_tables[:2], tmp_path / "run", prompt=PROMPT, steps=5, progress=False
+    )
+    playground = Playground(tuned, processor)
+    answer = playground.run()
+    assert answer is not None and answer.image_sizes
+    assert "Points found:" in capsys.readouterr().out
 
 
 def test_bad_settings_get_clear_errors(tiny_model_path, coin_tables, tmp_path):
