@@ -306,3 +306,15 @@ def test_tiny_model_memorises_the_coin_tables(tiny_model_path, coin_tables, tmp_
     assert seconds < 180
     # the hit rule is 08's: 5% of the diagonal
     assert {s.threshold_px for s in after.items} == {distance_threshold(640, 360)}
+
+
+def test_checkpointing_and_the_connector_option_train(tiny_model_path, coin_tables, tmp_path):
+    """The other code paths: gradient checkpointing, LoRA on the connector (features recomputed every step)."""
+    model, processor = load_model(tiny_model_path)
+    tuned = fine_tune(model, processor, coin_tables[1:3], tmp_path / "run", prompt=PROMPT, steps=4, save_every=2,
+                      gradient_checkpointing=True, train_connector=True, progress=False)  # fmt: skip
+    names = [name for name, p in tuned.named_parameters() if p.requires_grad]
+    assert any("multi_modal_projector" in name for name in names) and any("lm_head" in name for name in names)
+    assert not any("vision_tower" in name for name in names)
+    assert all("lora_" in name for name in names)
+    assert len(tuned.training_log.train_loss) == 4 and all(loss > 0 for loss in tuned.training_log.train_loss)
