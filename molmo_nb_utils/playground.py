@@ -29,7 +29,7 @@ from molmo_nb_utils.drawing import (
 )
 from molmo_nb_utils.grounding import count_points, group_by_id
 from molmo_nb_utils.media import DEFAULT_FPS, TRACKING_FPS, load_image, video_info
-from molmo_nb_utils.paths import INPUT_DIR, output_path, save_upload
+from molmo_nb_utils.paths import INPUT_DIR, clean_filename, output_path, save_upload
 
 MAX_DISPLAY_HEIGHT = 640  # pixels: a portrait picture taller than this is shown smaller
 UPLOADED = " (uploaded)"  # how an upload is named in the lists, after its file name
@@ -164,14 +164,15 @@ class Playground:
         new_images, new_videos = [], []
         try:
             for name, content in files:
+                shown = clean_filename(name, default="upload")  # the name the reader gave it, made safe
                 if Path(name).suffix.lower() in VIDEO_SUFFIXES:
-                    path = save_upload(name, content)
-                    label = _label(path.name, self._uploaded_videos)
+                    path = save_upload(name, content)  # "clip-1.mp4" when an earlier "clip.mp4" is there
+                    label = _label(shown, self._uploaded_videos)
                     self._uploaded_videos[label] = path
                     new_videos.append(label)
                 else:
                     image = load_image(content)
-                    label = _label(Path(name).name, self._uploaded_images)
+                    label = _label(shown, self._uploaded_images)
                     self._uploaded_images[label] = image
                     new_images.append(label)
         finally:  # the files read before a broken one are listed all the same

@@ -103,6 +103,7 @@ def test_an_upload_is_listed_selected_and_used(playground):
     assert playground.run().images[0].getpixel((0, 0)) == (255, 0, 0)
     other = Playground(playground.model, playground.processor)
     other.upload.value = (_file("clip.mp4", video),)
+    assert other.video_file.value == "clip.mp4 (uploaded)"  # the name the reader knows
     assert other.chosen_media() == paths.OUTPUT_DIR / "uploads" / "clip-1.mp4"  # never overwrites
 
 
