@@ -52,6 +52,8 @@ ALL_RAN = """() => {
     const idle = document.querySelector('.jp-Notebook-ExecutionIndicator[data-status="idle"]');
     return idle && prompts.length > 0 && prompts.every(text => /^\[\d+\]:$/.test(text));
 }"""
+STATE = """() => [document.querySelector('.jp-Notebook-ExecutionIndicator').dataset.status,
+    [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim()).join(' ')]"""
 IDLE = "document.querySelector('.jp-Notebook-ExecutionIndicator[data-status=\"idle\"]')"
 WATCH_BUSY = """() => {
     window.sawBusy = false;
@@ -183,10 +185,14 @@ with sync_playwright() as p:
     page.add_style_tag(content=".Toastify, .jp-toast-container { display: none !important; }")  # "Jupyter news?"
     log("JupyterLab is up and the kernel idle: running all cells")
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")  # don't await it
-    deadline = time.time() + 600
+    deadline, said = time.time() + 600, time.time()
     while not page.evaluate(ALL_RAN):
         if time.time() > deadline:
-            raise SystemExit("FAIL: the cells did not all run within 10 minutes")
+            page.screenshot(path=str(shots / f"{name}_not_all_ran.png"), full_page=True)
+            raise SystemExit(f"FAIL: the cells did not all run within 10 minutes: {page.evaluate(STATE)}")
+        if time.time() - said > 60:
+            log(f"  still running: {page.evaluate(STATE)}")
+            said = time.time()
         time.sleep(5)
     time.sleep(3)
     page.screenshot(path=str(shots / f"{name}_after_run_all.png"), full_page=True)
