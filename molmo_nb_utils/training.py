@@ -558,6 +558,7 @@ def fine_tune(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     settings = {
+        "base_model": str(getattr(model, "name_or_path", "") or ""),  # another base: another training
         "examples": _settings_hash(examples),
         "validation": _settings_hash(held_out),
         "steps": steps, "rank": rank, "alpha": alpha, "learning_rate": learning_rate, "warmup_steps": warmup,
@@ -568,8 +569,11 @@ def fine_tune(
     info = _check_resume(checkpoint, settings) if checkpoint is not None else {}
 
     torch.manual_seed(seed)
-    if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if gradient_checkpointing:  # transformers >= 5.2x names it activation checkpointing
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if four_bit:  # the 4-bit base is frozen; inputs need gradients for checkpointed layers to pass them on
         model.enable_input_require_grads()
     peft_model = get_peft_model(model, lora_config(rank=rank, alpha=alpha, dropout=dropout,

@@ -318,3 +318,16 @@ def test_checkpointing_and_the_connector_option_train(tiny_model_path, coin_tabl
     assert not any("vision_tower" in name for name in names)
     assert all("lora_" in name for name in names)
     assert len(tuned.training_log.train_loss) == 4 and all(loss > 0 for loss in tuned.training_log.train_loss)
+
+
+def test_another_base_model_does_not_resume_a_training(tiny_model_path, coin_tables, tmp_path):
+    import shutil
+
+    model, processor = load_model(tiny_model_path)
+    fine_tune(model, processor, coin_tables[1:2], tmp_path / "run", prompt=PROMPT, steps=2, progress=False)
+    other = shutil.copytree(tiny_model_path, tmp_path / "other-base")
+    model, processor = load_model(other)
+    with pytest.raises(TrainingError, match="other settings.*base_model"):
+        fine_tune(
+            model, processor, coin_tables[1:2], tmp_path / "run", prompt=PROMPT, steps=2, progress=False
+        )
