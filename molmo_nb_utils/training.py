@@ -557,6 +557,8 @@ def fine_tune(
     warmup = warmup_steps if warmup_steps is not None else max(steps // 20, 1)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    for partial in output_dir.glob(f".{CHECKPOINT_PREFIX}*"):  # a checkpoint a killed run was writing
+        shutil.rmtree(partial, ignore_errors=True)
     settings = {
         "base_model": str(getattr(model, "name_or_path", "") or ""),  # another base: another training
         "examples": _settings_hash(examples),

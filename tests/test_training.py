@@ -208,8 +208,10 @@ def test_resume_after_an_interruption_gives_the_same_adapter(
     assert latest_checkpoint(tmp_path / "cut").name == "checkpoint-000004"
     assert not [p for p in (tmp_path / "cut").iterdir() if p.name.startswith(".")]  # nothing half-written
 
+    (tmp_path / "cut" / ".checkpoint-000008.x1y2").mkdir()  # what a run killed while saving leaves
     model, processor = load_model(tiny_model_path)
     resumed = fine_tune(model, processor, items, tmp_path / "cut", **settings)
+    assert not (tmp_path / "cut" / ".checkpoint-000008.x1y2").exists()
     assert resumed.training_log.resumed_from == 4
     assert resumed.training_log.train_loss == pytest.approx(whole.training_log.train_loss, rel=1e-4, abs=1e-6)
     a, b = _adapter(final), _adapter(latest_checkpoint(tmp_path / "cut"))
