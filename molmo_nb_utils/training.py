@@ -38,8 +38,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from molmo_nb_utils.evaluation import load_ground_truth
 from molmo_nb_utils.grounding import Point, format_points
-from molmo_nb_utils.media import load_image
+from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES, load_image, sample_frames
 
 __all__ = [
     "DEFAULT_PROMPT",
@@ -56,6 +57,7 @@ __all__ = [
     "qlora_config",
     "split_items",
     "target_text",
+    "tracks_text",
     "training_examples",
 ]
 
@@ -64,6 +66,8 @@ DEFAULT_PROMPT = "Point to the {label}."
 # A counting question, after AllenAI's detect_counting_question (its main patterns): Molmo2 answers those with
 # "Counting the <points ...> shows a total of N." instead of the bare points.
 _COUNTING = re.compile(r"\bhow ?many\b|\b(count|tally)\b|\b(total|number) of\b", re.IGNORECASE)
+# A tracking prompt ("Track the coins."): a video item is trained on its tracks.
+_TRACKING = re.compile(r"\btrack", re.IGNORECASE)
 # The language model's linear layers (attention and MLP projections) and the output head. The vision
 # connector's are added with train_connector=True; the ViT stays frozen.
 LANGUAGE_MODULES = r"model\.language_model\.layers\.\d+\.(self_attn|mlp)\.(q|k|v|o|gate|up|down)_proj|lm_head"
@@ -89,15 +93,15 @@ class TrainingExample:
     """One training pair: the media, the prompt, and the answer Molmo2 should write."""
 
     key: str  # the item's key in the dataset
-    kind: str  # "image"
+    kind: str  # "image" or "video"
     path: Path
     prompt: str
     target: str  # the answer in Molmo2's own words and grammar
-    size: tuple[int, int]  # (width, height) of the image, which the coordinates are relative to
+    size: tuple[int, int]  # (width, height) of the image or video, which the coordinates are relative to
 
     @property
     def media(self) -> Path:
-        """The image the prompt is about."""
+        """The image or video the prompt is about."""
         return self.path
 
 
@@ -121,12 +125,35 @@ def target_text(points: Sequence[Point], size: tuple[float, float], label: str, 
     if not points:
         return "There are none."
 
-    def scaled(p: Point) -> tuple[int, int]:  # as format_points writes them
-        return min(max(round(p.x / width * 1000), 0), 1000), min(max(round(p.y / height * 1000), 0), 1000)
-
-    ordered = [replace(p, id=n, image=1, time=None) for n, p in enumerate(sorted(points, key=scaled), 1)]
+    ordered = sorted(points, key=lambda p: _scaled(p, width, height))
+    ordered = [replace(p, id=n, image=1, time=None) for n, p in enumerate(ordered, 1)]
     tag = format_points(ordered, (width, height), label=label.lower())
     return f"Counting the {tag} shows a total of {len(ordered)}." if counting else tag
+
+
+def tracks_text(points: Sequence[Point], size: tuple[float, float], label: str) -> str:
+    """The ``<tracks>`` answer for the true positions at the frames shown, as AllenAI trains it.
+
+    Frame by frame in time order, each frame's points sorted by (x, y) on the 0..1000 scale; objects are
+    numbered 1, 2, ... in the order they are first met that way, and each frame lists them by that number.
+    Nothing to track: "No tracks available.".
+    """
+    width, height = size
+    numbers: dict[int, int] = {}
+    ordered: list[Point] = []
+    for moment in sorted({p.time for p in points if p.time is not None}):
+        frame = sorted((p for p in points if p.time == moment), key=lambda p: _scaled(p, width, height))
+        for p in frame:
+            numbers.setdefault(p.id, len(numbers) + 1)
+        ordered += sorted((replace(p, id=numbers[p.id], image=None) for p in frame), key=lambda p: p.id)
+    if not ordered:
+        return "No tracks available."
+    return format_points(ordered, (width, height), label=label.lower(), tag="tracks")
+
+
+def _scaled(p: Point, width: float, height: float) -> tuple[int, int]:
+    """A point on the 0..1000 scale, as format_points writes it."""
+    return min(max(round(p.x / width * 1000), 0), 1000), min(max(round(p.y / height * 1000), 0), 1000)
 
 
 def _item_prompt(item: Any, prompt: str | None) -> str:
@@ -139,8 +166,10 @@ def training_examples(items: Sequence[Any], *, prompt: str | None = None) -> lis
 
     ``items`` are ``load_dataset``'s. An item's own prompt wins, then ``prompt``, then ``DEFAULT_PROMPT``
     ("{label}" is replaced by the item's label). A counting prompt ("How many ...") gets the counting
-    answer, any other the points. An image needs its true points (or a count of 0); items without them,
-    and videos, are left out with a warning that names them; none left raises ``TrainingError``.
+    answer, any other the points. An image needs its true points (or a count of 0). A video needs its
+    ground-truth file and a tracking prompt ("Track the coins."): its target is the tracks at the frames
+    ``run_dataset`` shows by default (``sample_frames``' 2 fps). Items without these are left out with a
+    warning that names them; none left raises ``TrainingError``.
     """
     items = list(items)
     if not items:
@@ -149,19 +178,28 @@ def training_examples(items: Sequence[Any], *, prompt: str | None = None) -> lis
     for item in items:
         if not all(hasattr(item, field) for field in ("key", "kind", "path", "points", "count", "label")):
             raise TrainingError(f"{item!r} is not a dataset item: pass the items of load_dataset(...)")
+        text = _item_prompt(item, prompt)
+        if item.kind == "video":
+            if getattr(item, "truth", None) is None or not _TRACKING.search(text):
+                left_out.append(item.key)
+                continue
+            shown = sample_frames(item.path, DEFAULT_MAX_FRAMES, DEFAULT_FPS)  # what run_dataset shows
+            truth = load_ground_truth(item.truth).at_frames(list(shown.indices), list(shown.timestamps))
+            target = tracks_text(truth, shown.size, item.label)
+            examples.append(TrainingExample(item.key, item.kind, Path(item.path), text, target, shown.size))
+            continue
         points = item.points if item.points is not None else () if item.count == 0 else None
-        if item.kind != "image" or points is None:
+        if points is None:
             left_out.append(item.key)
             continue
         size = load_image(item.path).size
-        text = _item_prompt(item, prompt)
         target = target_text(points, size, item.label, counting=is_counting_prompt(text))
         examples.append(TrainingExample(item.key, item.kind, Path(item.path), text, target, size))
     if left_out:
-        shown = ", ".join(left_out[:5]) + (f" and {len(left_out) - 5} more" if len(left_out) > 5 else "")
+        names = ", ".join(left_out[:5]) + (f" and {len(left_out) - 5} more" if len(left_out) > 5 else "")
         message = (
-            f"{len(left_out)} item(s) have no true points to write an answer from (or are videos, which "
-            f"fine_tune does not take yet): {shown}"
+            f"{len(left_out)} item(s) have no true points to write an answer from (videos: a ground-truth "
+            f"file and a tracking prompt, such as 'Track the {{label}}.', are needed): {names}"
         )
         if not examples:
             raise TrainingError(
@@ -430,8 +468,8 @@ class TrainingLog:
     resumed_from: int  # 0: from the start
 
 
-def _with_image_features(model: Any, encoded: dict[str, Any]) -> dict[str, Any]:
-    """``encoded`` with the image features computed once, in place of the pixels.
+def _with_media_features(model: Any, encoded: dict[str, Any]) -> dict[str, Any]:
+    """``encoded`` with the image or video features computed once, in place of the pixels.
 
     Why: the vision tower and connector are frozen (unless train_connector), so their output is the same at
     every step; computing it once takes the ViT out of every training step (most of a step on the tiny
@@ -440,19 +478,22 @@ def _with_image_features(model: Any, encoded: dict[str, Any]) -> dict[str, Any]:
     import torch
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-    if "pixel_values" not in encoded:
-        return encoded
     inner = model.get_base_model().model if hasattr(model, "get_base_model") else model.model
-    out = {k: v for k, v in encoded.items() if k not in ("pixel_values", "image_token_pooling", "image_grids",
-                                                          "image_num_crops")}  # fmt: skip
-    with torch.no_grad():
-        features = inner.get_image_features(
-            encoded["pixel_values"].to(model.device, model.dtype),
-            encoded["image_token_pooling"].to(model.device),
-            encoded["image_grids"].to(model.device),
-        ).pooler_output
-    out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=tuple(features))}
-    return out
+    for kind, pixels, pooling, grids, encode in (
+        ("image", "pixel_values", "image_token_pooling", "image_grids", inner.get_image_features),
+        ("video", "pixel_values_videos", "video_token_pooling", "video_grids", inner.get_video_features),
+    ):
+        if pixels in encoded:
+            with torch.no_grad():
+                features = encode(
+                    encoded[pixels].to(model.device, model.dtype),
+                    encoded[pooling].to(model.device),
+                    encoded[grids].to(model.device),
+                ).pooler_output
+            out = {k: v for k, v in encoded.items() if k not in (pixels, pooling, grids, "image_num_crops")}
+            out["mm_encoder_outputs"] = {kind: BaseModelOutputWithPooling(pooler_output=tuple(features))}
+            return out
+    return encoded
 
 
 def _example_loss(model: Any, encoded: dict[str, Any]):
@@ -462,8 +503,9 @@ def _example_loss(model: Any, encoded: dict[str, Any]):
     inputs = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in encoded.items()}
     inputs.pop("labels")
     start = inputs.pop("answer_start")
-    if "pixel_values" in inputs:
-        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    for key in ("pixel_values", "pixel_values_videos"):  # as chat casts them
+        if key in inputs:
+            inputs[key] = inputs[key].to(model.dtype)
     # logits from the last prompt position (it predicts the first answer token) to the end
     keep = inputs["input_ids"].shape[1] - start + 1
     logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits
@@ -610,7 +652,7 @@ def fine_tune(
         if (pool, index) not in cache:
             example = (examples if pool == "train" else held_out)[index]
             tensors = encode_example(peft_model, processor, example, max_crops=max_crops)
-            cache[pool, index] = tensors if train_connector else _with_image_features(peft_model, tensors)
+            cache[pool, index] = tensors if train_connector else _with_media_features(peft_model, tensors)
         return cache[pool, index]
 
     def validation_loss() -> float:

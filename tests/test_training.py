@@ -111,9 +111,11 @@ def test_prompts_items_own_then_given_then_default(tmp_path):
 
 def test_items_without_ground_truth_are_left_out_or_refused(tmp_path):
     items = load_dataset(INPUT_DIR / "coin_table.json")
-    with pytest.warns(UserWarning, match=r"coins\.jpg.*left out"):
+    with pytest.warns(UserWarning, match=r"coins\.jpg, counting\.mp4; left out"):
         examples = training_examples(items)
-    assert "coins.jpg" not in {e.key for e in examples} and len(examples) == 6
+    assert {e.key for e in examples} == {item.key for item in items if item.points is not None} | {
+        "moving_objects.mp4"  # a video with its truth file and its own prompt, "Track the coins."
+    }
     with pytest.raises(TrainingError, match="Nothing is left to train on"):
         training_examples(load_dataset(INPUT_DIR / "coin_table"))  # a folder: no truth at all
     with pytest.raises(TrainingError, match="no items"):
@@ -333,3 +335,39 @@ def test_another_base_model_does_not_resume_a_training(tiny_model_path, coin_tab
         fine_tune(
             model, processor, coin_tables[1:2], tmp_path / "run", prompt=PROMPT, steps=2, progress=False
         )
+
+
+def test_video_tracks_round_trip_and_train(tiny_model_path, tmp_path):
+    """A video with its truth file and a tracking prompt: the tracks at the frames run_dataset shows."""
+    from molmo_nb_utils.evaluation import load_ground_truth
+    from molmo_nb_utils.grounding import group_by_id, parse_tracks
+    from molmo_nb_utils.media import sample_frames
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        video = [
+            item for item in load_dataset(INPUT_DIR / "coin_table.json") if item.key == "moving_objects.mp4"
+        ]
+    example = training_examples(video)[0]
+    assert example.kind == "video" and example.prompt == "Track the coins."
+    assert example.target.startswith('<tracks coords="0.0 1 ') and example.target.endswith(">coin</tracks>")
+    shown = sample_frames(video[0].path, None, 2.0)
+    truth = load_ground_truth(video[0].truth).at_frames(list(shown.indices), list(shown.timestamps))
+    parsed = parse_tracks(example.target, example.size)
+    assert len(parsed) == len(truth) == 21  # 08 counts them: coin 1 in 9 frames, coin 2 in 8, coin 3 in 4
+    rounding = max(example.size) / 1000
+    # every true object is one track, and each track follows one object
+    pairs = set()
+    for p in parsed:
+        near = [
+            t for t in truth if t.time == p.time and abs(t.x - p.x) <= rounding and abs(t.y - p.y) <= rounding
+        ]
+        assert len(near) == 1
+        pairs.add((p.id, near[0].id))
+    assert len(pairs) == len({i for i, _ in pairs}) == len({j for _, j in pairs}) == 3
+    assert sorted(group_by_id(parsed)) == [1, 2, 3]
+
+    model, processor = load_model(tiny_model_path)
+    tuned = fine_tune(model, processor, video, tmp_path / "run", steps=3, progress=False)
+    assert len(tuned.training_log.train_loss) == 3
+    assert str(chat(tuned, processor, [user_message(video[0].path, text=example.prompt)], max_new_tokens=8))
