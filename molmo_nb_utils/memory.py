@@ -531,6 +531,7 @@ class TrainingMemoryEstimate:
     answer_tokens: int
     num_crops: int
     gradient_checkpointing: bool
+    num_frames: int = 0
 
     def table(self) -> str:
         rows = [
@@ -539,7 +540,9 @@ class TrainingMemoryEstimate:
             ("activations", self.activations_gb,
              f"{self.prompt_tokens:,} + {self.answer_tokens} tokens, "
              + ("gradient checkpointing" if self.gradient_checkpointing else "no checkpointing")),
-            ("vision encoder", self.vision_gb, f"{self.num_crops} crops, once per image (no gradients)"),
+            ("vision encoder", self.vision_gb,
+             f"{self.num_frames} frames, once per video (no gradients)" if self.num_frames
+             else f"{self.num_crops} crops, once per image (no gradients)"),
             ("overhead", self.overhead_gb, "CUDA context, allocator"),
             ("peak total", self.total_gb, "an estimate: check it against torch.cuda.max_memory_allocated()"),
         ]  # fmt: skip
@@ -583,21 +586,24 @@ def estimate_training_memory(
     prompt_tokens: int,
     answer_tokens: int = 64,
     num_crops: int = 0,
+    num_frames: int = 0,
     rank: int = 16,
     gradient_checkpointing: bool = True,
     train_connector: bool = False,
     vision_chunk: int | None = VISION_CHUNK,
 ) -> TrainingMemoryEstimate:
     """Estimated peak GPU memory of a ``fine_tune`` step on one example of ``prompt_tokens`` (media included,
-    from count_prompt_tokens or image_tokens_estimate) plus ``answer_tokens``, with ``num_crops`` image crops.
+    from count_prompt_tokens or image_tokens_estimate) plus ``answer_tokens``, with ``num_crops`` image crops
+    or ``num_frames`` video frames.
     ``precision`` is the base model's: "4bit" is QLoRA. With ``train_connector`` the vision features are
     recomputed with gradients every step; that working set is counted at inference size (a lower bound)."""
-    _check(precision, prompt_tokens=prompt_tokens, answer_tokens=answer_tokens, num_crops=num_crops)
+    _check(precision, prompt_tokens=prompt_tokens, answer_tokens=answer_tokens, num_crops=num_crops,
+           num_frames=num_frames)  # fmt: skip
     c = load_config(config)
     t = c.text_config
     a = 4 if precision == "fp32" else 2
     inference = estimate_memory(c, precision=precision, prompt_tokens=prompt_tokens, new_tokens=0,
-                                num_crops=num_crops, vision_chunk=vision_chunk)  # fmt: skip
+                                num_crops=num_crops, num_frames=num_frames, vision_chunk=vision_chunk)  # fmt: skip
     lora = lora_parameter_count(c, rank=rank, train_connector=train_connector)
     lora_bytes = lora * (4 + 4 + 8)  # fp32 weights, gradients, AdamW's two moments
     n, h, layers = prompt_tokens + answer_tokens, t.hidden_size, t.num_hidden_layers
@@ -619,5 +625,5 @@ def estimate_training_memory(
         weights_gb=weights / GIB, lora_gb=lora_bytes / GIB, activations_gb=activations / GIB,
         vision_gb=inference.vision_gb, overhead_gb=OVERHEAD_GB, total_gb=peak / GIB + OVERHEAD_GB,
         precision=precision, lora_parameters=lora, prompt_tokens=prompt_tokens, answer_tokens=answer_tokens,
-        num_crops=num_crops, gradient_checkpointing=gradient_checkpointing,
+        num_crops=num_crops, gradient_checkpointing=gradient_checkpointing, num_frames=num_frames,
     )  # fmt: skip

@@ -624,5 +624,11 @@ def test_training_estimate_adds_up_and_follows_the_settings():
     )
     assert longer.total_gb > qlora.total_gb
     assert "estimate" in qlora.table() and "LoRA state" in str(qlora)
+    video = memory.estimate_training_memory("allenai/Molmo2-4B", prompt_tokens=3000, num_frames=33)
+    assert video.vision_gb == pytest.approx(
+        estimate_memory("allenai/Molmo2-4B", precision="4bit", prompt_tokens=3000, new_tokens=0,
+                        num_frames=33).vision_gb
+    )  # fmt: skip
+    assert "33 frames" in video.table()
     with pytest.raises(ValueError, match="unknown precision"):
         memory.estimate_training_memory("allenai/Molmo2-4B", precision="3bit", prompt_tokens=10)
