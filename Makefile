@@ -35,8 +35,10 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: setup $(MODEL_DEPS)
 	$(VENV)/bin/jupyter lab $(ROOT_FLAG) notebooks
 
+# One process per core (pytest-xdist; a notebook's cells stay in one worker), one thread each: the tiny
+# model's tensors are too small for threads to pay, and several threaded workers would fight for the cores.
 test: dev
-	$(PY) -m pytest tests notebooks $(NBVAL)
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests notebooks -n auto --dist loadscope $(NBVAL)
 
 tiny: setup
 	$(PY) -m molmo_nb_utils.tiny downloaded_data/tiny-molmo2

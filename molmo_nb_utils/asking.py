@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -279,6 +279,26 @@ def _oom_advice(model, messages, fps, max_frames, max_crops) -> str:
     return f"The GPU ran out of memory while answering. {advice}"
 
 
+def _generate(model, inputs, max_new_tokens: int, generate_kwargs: dict, advice: Callable[[], str]):
+    """``model.generate`` on the processor's inputs (greedy unless told); out of GPU memory becomes
+    ``OutOfMemoryAdvice`` with ``advice()``, so a reader learns what to change, not where it failed."""
+    import torch
+
+    for key in ("pixel_values", "pixel_values_videos"):
+        if key in inputs:  # cast first: the processor's float32 copy never reaches the GPU
+            inputs[key] = inputs[key].to(model.dtype)
+    inputs = inputs.to(model.device)
+    generate_kwargs.setdefault("do_sample", False)
+    try:
+        with torch.inference_mode():
+            return model.generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
+    except torch.OutOfMemoryError:
+        del inputs
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise OutOfMemoryAdvice(advice()) from None
+
+
 def chat(
     model,
     processor,
@@ -297,30 +317,20 @@ def chat(
     turn may be passed alone). With ``stream=True`` the answer is printed as it is written. Greedy
     decoding by default, so answers are reproducible.
     """
-    import torch
     from transformers import TextStreamer
 
     if isinstance(messages, dict):
         messages = [messages]
     inputs, images, videos = _prepare(processor, messages, fps, max_frames, max_crops)
     prompt_tokens, visual_tokens = int(inputs["input_ids"].shape[1]), visual_token_count(model, inputs)
-    for key in ("pixel_values", "pixel_values_videos"):
-        if key in inputs:  # cast first: the processor's float32 copy never reaches the GPU
-            inputs[key] = inputs[key].to(model.dtype)
-    inputs = inputs.to(model.device)
-    generate_kwargs.setdefault("do_sample", False)
     if stream:
         generate_kwargs["streamer"] = TextStreamer(
             processor.tokenizer, skip_prompt=True, skip_special_tokens=True
         )
-    try:
-        with torch.inference_mode():
-            output = model.generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
-    except torch.OutOfMemoryError:
-        del inputs
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        raise OutOfMemoryAdvice(_oom_advice(model, messages, fps, max_frames, max_crops)) from None
+    output = _generate(
+        model, inputs, max_new_tokens, generate_kwargs,
+        lambda: _oom_advice(model, messages, fps, max_frames, max_crops),
+    )
     text = processor.decode(output[0, prompt_tokens:], skip_special_tokens=True).strip()
     return Answer(
         text, images=images, videos=videos, prompt_tokens=prompt_tokens, visual_tokens=visual_tokens
@@ -353,7 +363,6 @@ def chat_batch(
     Molmo2's model cannot take image questions and video questions in one batch (their visual
     features do not line up): ask each kind in its own batch.
     """
-    import torch
 
     conversations = [[c] if isinstance(c, dict) else c for c in conversations]
     if not conversations:
@@ -386,20 +395,12 @@ def chat_batch(
     width = int(inputs["input_ids"].shape[1])
     prompt_tokens = [int(n) for n in inputs["attention_mask"].sum(dim=1)]
     visual_tokens = [int(n) for n in (inputs["input_ids"] == model.config.image_patch_id).sum(dim=1)]
-    for key in ("pixel_values", "pixel_values_videos"):
-        if key in inputs:
-            inputs[key] = inputs[key].to(model.dtype)
-    inputs = inputs.to(model.device)
-    generate_kwargs.setdefault("do_sample", False)
-    try:
-        with torch.inference_mode():
-            output = model.generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
-    except torch.OutOfMemoryError:
-        del inputs
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        advice = _oom_advice(model, [m for c in conversations for m in c], fps, max_frames, max_crops)
-        raise OutOfMemoryAdvice(f"{advice} Or ask fewer questions per batch.") from None
+    every_message = [m for c in conversations for m in c]
+
+    def advice() -> str:
+        return _oom_advice(model, every_message, fps, max_frames, max_crops) + " Or ask fewer questions per batch."
+
+    output = _generate(model, inputs, max_new_tokens, generate_kwargs, advice)
     return [
         Answer(
             processor.decode(output[k, width:], skip_special_tokens=True).strip(),

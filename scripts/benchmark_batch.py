@@ -98,30 +98,16 @@ def tiny_items_per_second(folder: Path, n_items: int, new_tokens: int) -> list[d
 def language_model(layers: int | None, device: str):
     """Molmo2-4B's language model and head with random weights in bfloat16 (the vision tower is not built)."""
     import torch
-    from transformers import GenerationConfig, Molmo2Config, Molmo2ForConditionalGeneration
+    from gpu_check import random_model  # the same random weights of the real shapes as make gpu-check
+    from transformers import Molmo2Config
 
     from molmo_nb_utils.memory import KNOWN_CONFIGS
 
     spec = json.loads(json.dumps(KNOWN_CONFIGS["allenai/Molmo2-4B"]))
     if layers is not None:
         spec["text_config"]["num_hidden_layers"] = layers
-    config = Molmo2Config(**spec)
-    with torch.device("meta"):
-        model = Molmo2ForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
-        model.model.vision_tower = torch.nn.Identity()  # text prompts only: no vision weights
-        model.model.multi_modal_projector = torch.nn.Identity()
-    model.to_empty(device=device)
-    with torch.no_grad():
-        block = torch.randn(1 << 22, device=device).mul_(0.02)
-        for param in model.parameters():
-            flat = param.view(-1)
-            for start in range(0, flat.numel(), block.numel()):
-                part = flat[start : start + block.numel()]
-                part.copy_(block[: part.numel()])
-        for module in model.modules():  # unit norms and RoPE tables, as in a fresh model
-            if "Norm" in type(module).__name__ or "RotaryEmbedding" in type(module).__name__:
-                model._init_weights(module)
-    model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    config = Molmo2Config(**spec, bos_token_id=1, eos_token_id=2, pad_token_id=0)  # text-only: any ids
+    model = random_model(config, torch.bfloat16, device, text_only=True)
     params = sum(p.numel() for p in model.parameters())
     return model.eval(), config.text_config.num_hidden_layers, params
 

@@ -118,15 +118,19 @@ def real_shape_config(name: str, token_ids: dict[str, int]):
     return config
 
 
-def random_model(config: Any, dtype: Any, device: str):
+def random_model(config: Any, dtype: Any, device: str, *, text_only: bool = False):
     """A Molmo2 with random weights in ``dtype`` on ``device``: built on the meta device (no memory), given
     storage, and filled from one block of normal(0, 0.02) values repeated (a few seconds for 4B, where drawing
-    4.9e9 numbers takes a minute on a CPU); norms and RoPE tables are set as in a fresh model."""
+    4.9e9 numbers takes a minute on a CPU); norms and RoPE tables are set as in a fresh model. ``text_only``
+    leaves out the vision tower and connector, for text prompts (scripts/benchmark_batch.py)."""
     import torch
     from transformers import GenerationConfig, Molmo2ForConditionalGeneration
 
     with torch.device("meta"):
         model = Molmo2ForConditionalGeneration._from_config(config, dtype=dtype)
+        if text_only:
+            model.model.vision_tower = torch.nn.Identity()
+            model.model.multi_modal_projector = torch.nn.Identity()
     model.to_empty(device=device)
     with torch.no_grad():
         block = torch.randn(1 << 22, device=device).mul_(0.02)
