@@ -335,6 +335,15 @@ def same_file(path: Path, identity: Mapping[str, Any] | None) -> bool:
     return _sha256(path) == identity.get("sha256")
 
 
+def check_unchanged(item: DatasetItem, identity: Mapping[str, Any] | None, use: str) -> None:
+    """Refuse to ``use`` ("drawn", "scored") an answer about a file that has changed since it was asked."""
+    if not same_file(item.path, identity):
+        raise ValueError(
+            f"{item.key} changed since it was answered: its answer is about another file, so it cannot be "
+            f"{use}. Run run_dataset again (it asks changed items again)."
+        )
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw
 
-from molmo_nb_utils.dataset.items import DatasetItem, same_file
+from molmo_nb_utils.dataset.items import DatasetItem, check_unchanged
 from molmo_nb_utils.dataset.results import ItemResult
 from molmo_nb_utils.dataset.running import truth_at
 from molmo_nb_utils.dataset.scoring import DatasetScore
@@ -49,11 +49,7 @@ def draw_result(
 
     if result.error is not None:
         raise ValueError(f"{item.key} failed ({result.error}): there is no answer to draw")
-    if not same_file(item.path, result.file):
-        raise ValueError(
-            f"{item.key} changed since it was answered: its answer would be drawn on another picture. Run "
-            "run_dataset again (it asks changed items again), then draw."
-        )
+    check_unchanged(item, result.file, "drawn")
     radius = distance_threshold(*result.size, fraction=fraction)
     predicted = [*result.points, *result.tracks]
     true = "?" if item.count is None else item.count

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from molmo_nb_utils.dataset.items import DatasetItem, same_file
+from molmo_nb_utils.dataset.items import DatasetItem, check_unchanged
 from molmo_nb_utils.dataset.results import ItemResult, latest
 from molmo_nb_utils.evaluation import (
     DIAGONAL_FRACTION,
@@ -110,11 +110,7 @@ def _score_item(item: DatasetItem, result: ItemResult, fraction: float) -> ItemS
         return ItemScore(item.key, item.kind, item.count, None, error=result.error)
     if result.size is None:
         raise ValueError(f"the result of {item.key} has no image size: was it written by run_dataset?")
-    if not same_file(item.path, result.file):
-        raise ValueError(
-            f"{item.key} changed since it was answered: its answer is not about this file. Run run_dataset "
-            "again (it asks changed items again), then score."
-        )
+    check_unchanged(item, result.file, "scored")
     threshold = distance_threshold(*result.size, fraction=fraction)
     predicted = [*result.points, *result.tracks]
     points = tracks = None
