@@ -98,7 +98,7 @@ def download(
     folder = Path(cache_dir) if cache_dir is not None else paths.DATA_DIR / "downloads"
     dest = folder / _cache_name(url, filename)
     expected = sha256.lower() if sha256 else None
-    if not force and dest.is_file() and (expected is None or _file_sha256(dest) == expected):
+    if not force and dest.is_file() and (expected is None or paths.file_sha256(dest) == expected):
         return dest
 
     paths.remove_partial_files(dest)  # what a killed earlier attempt left behind
@@ -379,12 +379,6 @@ def local_path(src: str | os.PathLike) -> Path | None:
     return None
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------

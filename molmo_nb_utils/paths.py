@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import hashlib
 import os
 import re
 import tempfile
@@ -137,6 +138,15 @@ def remove_partial_files(path: str | os.PathLike) -> None:
         if not _in_use(part):
             with contextlib.suppress(OSError):  # gone already, or (Windows) open elsewhere
                 part.unlink()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """A file's sha256, read 1 MiB at a time (a video can be larger than memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def try_lock(fd: int) -> bool | None:

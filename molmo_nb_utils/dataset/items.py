@@ -9,7 +9,6 @@ naming the item, and the run that follows can trust its items.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -25,6 +24,7 @@ from typing import Any
 from molmo_nb_utils.asking import VIDEO_SUFFIXES
 from molmo_nb_utils.evaluation import load_ground_truth
 from molmo_nb_utils.grounding import Point
+from molmo_nb_utils.paths import file_sha256
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 FIELDS = ("file", "label", "prompt", "count", "points", "truth")  # of one item in a JSON or CSV list
@@ -313,7 +313,7 @@ def check_items(items: list[DatasetItem], where: str, encoding: str | None = Non
 def file_identity(path: Path) -> dict[str, Any]:
     """Size, modification time and sha256 of a file: what tells that it was replaced."""
     stat = path.stat()
-    return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256(path)}
+    return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": file_sha256(path)}
 
 
 def same_file(path: Path, identity: Mapping[str, Any] | None) -> bool:
@@ -332,7 +332,7 @@ def same_file(path: Path, identity: Mapping[str, Any] | None) -> bool:
         return False
     if stat.st_mtime_ns == identity.get("mtime_ns"):
         return True
-    return _sha256(path) == identity.get("sha256")
+    return file_sha256(path) == identity.get("sha256")
 
 
 def check_unchanged(item: DatasetItem, identity: Mapping[str, Any] | None, use: str) -> None:
@@ -344,9 +344,3 @@ def check_unchanged(item: DatasetItem, identity: Mapping[str, Any] | None, use: 
         )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
