@@ -163,8 +163,6 @@ def _read_list(path: Path, label: str) -> tuple[list[Any], str, str]:
         data, label = data["items"], str(top)
     if isinstance(data, list):
         return [{"file": e} if isinstance(e, str) else e for e in data], label, encoding
-    if isinstance(data, list):
-        return [{"file": e} if isinstance(e, str) else e for e in data], label, encoding
     raise ValueError(
         f'{path.name} should hold a list of items, or {{"items": [...]}}, got {type(data).__name__}'
     )

@@ -96,7 +96,7 @@ def run_settings(
     }
 
 
-def _todo(
+def items_to_ask(
     items: Sequence[DatasetItem], prompt: str | None, done: Mapping[str, ItemResult], retry_failed: bool, path
 ) -> tuple[list[DatasetItem], int]:
     """The items to ask (not done, failed with ``retry_failed``, or changed since), and how many changed."""
@@ -171,13 +171,14 @@ def run_dataset(
     earlier = read_results(results_path)
     check_settings(earlier, settings, results_path)
     done = latest(earlier)
-    todo, _ = _todo(items, prompt, done, retry_failed, results_path)
+    todo, changed = items_to_ask(items, prompt, done, retry_failed, results_path)
     if not todo or limit == 0:
         return [done[item.key] for item in items if item.key in done]
-    with open_results(results_path) as (file, earlier):
-        check_settings(earlier, settings, results_path)
-        done = latest(earlier)
-        todo, changed = _todo(items, prompt, done, retry_failed, results_path)
+    with open_results(results_path) as (file, locked):
+        if locked != earlier:  # another run wrote meanwhile: look again (hashing changed files costs)
+            check_settings(locked, settings, results_path)
+            done = latest(locked)
+            todo, changed = items_to_ask(items, prompt, done, retry_failed, results_path)
         finished = len(items) - len(todo)
         todo = todo[:limit] if limit is not None else todo
         failed = 0

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from molmo_nb_utils.dataset.items import DatasetItem, same_file
+from molmo_nb_utils.dataset.items import DatasetItem
 from molmo_nb_utils.dataset.results import (
     ItemResult,
     append_line,
@@ -36,7 +36,7 @@ from molmo_nb_utils.dataset.results import (
     open_results,
     read_results,
 )
-from molmo_nb_utils.dataset.running import run_dataset, run_settings
+from molmo_nb_utils.dataset.running import items_to_ask, run_dataset, run_settings
 
 
 def shard_path(results_path: str | os.PathLike, index: int, count: int) -> Path:
@@ -84,13 +84,10 @@ def run_sharded(
     state = state or _state()
     results_path = Path(results_path)
     items = list(items)
+    defaults = run_dataset.__kwdefaults__  # the settings each shard's run_dataset records
     settings = run_settings(
         model,
-        prompt=run_kwargs.get("prompt"),
-        max_new_tokens=run_kwargs.get("max_new_tokens", 256),
-        fps=run_kwargs.get("fps", run_dataset.__kwdefaults__["fps"]),
-        max_frames=run_kwargs.get("max_frames", run_dataset.__kwdefaults__["max_frames"]),
-        max_crops=run_kwargs.get("max_crops"),
+        **{k: run_kwargs.get(k, defaults[k]) for k in ("prompt", "max_new_tokens", "fps", "max_frames", "max_crops")},
     )
     if (
         state.is_main_process
@@ -100,19 +97,9 @@ def run_sharded(
     earlier = read_results(results_path)
     check_settings(earlier, settings, results_path)
     merged = latest(earlier)
-    prompt = run_kwargs.get("prompt")
-
-    def done(item: DatasetItem) -> bool:
-        r = merged.get(item.key)
-        return (
-            r is not None
-            and r.prompt == (item.prompt or prompt)
-            and not (retry_failed and r.error is not None)
-            and same_file(item.path, r.file)
-        )
 
     with state.split_between_processes(items) as share:
-        mine = [item for item in share if not done(item)]
+        mine, _ = items_to_ask(share, run_kwargs.get("prompt"), merged, retry_failed, results_path)
         if mine:
             path = shard_path(results_path, state.process_index, state.num_processes)
             run_dataset(model, processor, mine, path, retry_failed=retry_failed, **run_kwargs)
