@@ -563,7 +563,7 @@ def fine_tune(
     ``save_every``) and at the end. ``gradient_checkpointing`` trades compute for memory (see
     ``memory.estimate_training_memory``). A checkpoint is saved every ``save_every`` steps and at the end
     under ``output_dir/checkpoint-NNNNNN`` (the last ``keep_checkpoints`` kept); with ``resume`` a run
-    continues from the last one. ``qlora``: the model was loaded in 4-bit (``load_model(...,
+    continues from the last one (``resume=False`` removes them and starts over). ``qlora``: the model was loaded in 4-bit (``load_model(...,
     quantization='4bit')``; detected when None). The log is ``model.training_log``.
     """
     import torch
@@ -609,6 +609,9 @@ def fine_tune(
         "gradient_accumulation": gradient_accumulation, "train_connector": train_connector, "dropout": dropout,
         "weight_decay": weight_decay, "max_crops": max_crops, "seed": seed, "qlora": four_bit,
     }  # fmt: skip
+    if not resume:  # start over: an earlier run's checkpoints would outrank (and outlive) this run's
+        for old in _checkpoints(output_dir):
+            shutil.rmtree(old)
     checkpoint = latest_checkpoint(output_dir) if resume else None
     info = _check_resume(checkpoint, settings) if checkpoint is not None else {}
 

@@ -337,6 +337,17 @@ def test_another_base_model_does_not_resume_a_training(tiny_model_path, coin_tab
         )
 
 
+def test_starting_over_replaces_an_earlier_trainings_checkpoints(tiny_model_path, coin_tables, tmp_path):
+    """resume=False after a longer run: the earlier run's later checkpoints must not outrank this run's."""
+    items, run = coin_tables[1:2], tmp_path / "run"
+    model, processor = load_model(tiny_model_path)
+    fine_tune(model, processor, items, run, prompt=PROMPT, steps=6, save_every=2, progress=False)
+    model, processor = load_model(tiny_model_path)
+    fine_tune(model, processor, items, run, prompt=PROMPT, steps=3, save_every=2, resume=False, progress=False)
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-000002", "checkpoint-000003"]
+    assert latest_checkpoint(run).name == "checkpoint-000003"
+
+
 def test_video_tracks_round_trip_and_train(tiny_model_path, tmp_path):
     """A video with its truth file and a tracking prompt: the tracks at the frames run_dataset shows."""
     from molmo_nb_utils.evaluation import load_ground_truth
