@@ -38,6 +38,7 @@ import io
 import math
 import numbers
 import os
+import re
 import urllib.parse
 import warnings
 from collections.abc import Iterator, Sequence
@@ -63,7 +64,8 @@ TRACKING_FPS = 8.0
 
 # Images up to this many pixels load in full: a 50 MP phone photo (8160x6120) does, a 108 MP one
 # (12000x9000) too. Beyond it a JPEG is decoded at 1/2, 1/4 or 1/8 scale (libjpeg does that while
-# decoding, so the full image is never in memory) and other formats are refused: a 560 KB PNG of
+# decoding, so the full image is never in memory) up to Pillow's own limit (about 179 MP), where Pillow
+# refuses it on opening; other formats are refused: a 560 KB PNG of
 # 12000x12000 would otherwise take gigabytes. Molmo2 itself sees at most a few 378 px crops.
 MAX_IMAGE_PIXELS = 120_000_000
 # Share of the available memory the decoded frames of one video may take; the processor, the model
@@ -103,8 +105,10 @@ def _open_image(fp: Path | io.BytesIO, name: str) -> Image.Image:
             _limit_pixels(image, name)  # reads the header only: nothing is decoded yet
             image.load()
             return _upright_rgb(image, own=True)
-    except Image.DecompressionBombError as err:  # Pillow's own refusal, past twice its limit
-        raise ValueError(_too_large(name, str(err))) from None
+    except Image.DecompressionBombError as err:  # Pillow's own refusal, past twice its limit (~179 MP)
+        pixels = re.search(r"\((\d+) pixels\)", str(err))  # Pillow: "Image size (N pixels) exceeds ..."
+        size = f"{int(pixels.group(1)) / 1e6:.0f} megapixels" if pixels else "past Pillow's own limit"
+        raise ValueError(_too_large(name, size, jpeg_hint=False)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         if isinstance(err, _TooLarge):
             raise ValueError(str(err)) from None
@@ -118,12 +122,13 @@ class _TooLarge(ValueError):
     pass
 
 
-def _too_large(name: str, size: str) -> str:
+def _too_large(name: str, size: str, *, jpeg_hint: bool = True) -> str:
     return (
         f"{name} is too large to load: {size}, more than the {MAX_IMAGE_PIXELS / 1e6:g} megapixels "
         "load_image decodes (a 50 MP phone photo loads; Molmo2 sees at most a few 378x378 crops of any "
         "image). Scale it down first, e.g. to 8000 px on the long side with an image editor or "
-        "`magick big.png -resize 8000x8000 smaller.png`, or save it as JPEG, which loads at a reduced scale."
+        "`magick big.png -resize 8000x8000 smaller.png`"
+        + (", or save it as JPEG, which loads at a reduced scale." if jpeg_hint else ".")
     )
 
 
@@ -298,8 +303,12 @@ def _frames_array(info: VideoInfo, times: list[float], fps: float | None, budget
     if need <= allowed:
         try:
             return np.empty((len(times), info.height, info.width, 3), np.uint8)
-        except MemoryError:
-            pass  # the OS said yes, the allocator no: same advice
+        except MemoryError:  # the OS said it was free, the allocator disagrees: the setting is not the problem
+            raise MemoryError(
+                f"{len(times)} frames of {info.path.name} at {info.width}x{info.height} need {need / 1e9:.2f} GB, "
+                "which the system would not allocate just now: free some memory (other notebooks, "
+                "gc.collect()) and try again. The file itself is fine."
+            ) from None
     fit = allowed // frame_bytes
     ways = []
     if fit >= 1:
@@ -325,12 +334,12 @@ def _frames_array(info: VideoInfo, times: list[float], fps: float | None, budget
 
 def _fps_that_fits(duration: float, frames: int) -> float | None:
     """The highest fps, in steps of 0.1 (then 0.01), whose sampling of ``duration`` takes at most ``frames``."""
-    from molmo_utils.vision_process import sample_times
+    from molmo_nb_utils.memory import planned_frames
 
     for step in (0.1, 0.01):
         fps = math.floor(max(frames - 1, 0) / max(duration, 1e-9) / step) * step
         while fps >= step - 1e-12:
-            if len(sample_times(duration, 10**9, "uniform_last_frame", max_fps=fps)) <= frames:
+            if planned_frames(max(duration, 1e-9), fps=fps, max_frames=10**9) <= frames:
                 return round(fps, 2)
             fps -= step
     return None

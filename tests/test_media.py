@@ -641,6 +641,15 @@ def test_a_huge_png_is_refused_before_it_is_decoded(tmp_path):
     assert grown_mb < 200  # not decoded: one RGBA copy alone is 549 MB (and loading took 3.2 GB)
 
 
+def test_past_pillows_own_limit_the_message_is_ours_and_gives_no_jpeg_advice(tmp_path):
+    path = _huge_png(tmp_path / "huge.png", 14000)  # 196 MP: Pillow refuses it on opening
+    with pytest.raises(ValueError) as info:
+        load_image(path)
+    message = str(info.value)
+    assert "huge.png is too large to load: 196 megapixels" in message and "Scale it down first" in message
+    assert "JPEG" not in message and "decompression bomb" not in message
+
+
 def test_a_50_megapixel_photo_loads_in_full(tmp_path):
     path = tmp_path / "phone_50mp.jpg"
     Image.new("RGB", (8160, 6120), (90, 140, 200)).save(path, quality=80)
