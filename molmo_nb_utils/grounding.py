@@ -270,6 +270,11 @@ def snap_times(points: Iterable[Point], timestamps: Iterable[float]) -> list[Poi
     return [p if p.time is None else replace(p, time=times[nearest_index(p.time, times)]) for p in points]
 
 
+def on_scale(p: Point, width: float, height: float) -> tuple[int, int]:
+    """A point's (x, y) on Molmo2's 0..1000 scale, rounded and clipped as ``format_points`` writes them."""
+    return min(max(round(p.x / width * 1000), 0), 1000), min(max(round(p.y / height * 1000), 0), 1000)
+
+
 def format_points(points: Iterable[Point], sizes: Any, label: str = "", tag: str = "points") -> str:
     """Write points in Molmo2's grammar, e.g. for worked examples; consecutive equal prefixes share a group."""
     if tag not in ("points", "tracks"):
@@ -287,8 +292,7 @@ def format_points(points: Iterable[Point], sizes: Any, label: str = "", tag: str
             raise ValueError(
                 f"{p}: needs a time (with one size) or an image index within the {len(size_list)} sizes"
             )
-        x = min(max(round(p.x / width * 1000), 0), 1000)
-        y = min(max(round(p.y / height * 1000), 0), 1000)
+        x, y = on_scale(p, width, height)
         if groups and groups[-1][0] == prefix:
             groups[-1][1].append(f"{p.id} {x:03d} {y:03d}")
         else:

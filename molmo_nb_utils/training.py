@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from molmo_nb_utils.evaluation import load_ground_truth
-from molmo_nb_utils.grounding import Point, format_points
+from molmo_nb_utils.grounding import Point, format_points, on_scale
 from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES, load_image, sample_frames
 
 __all__ = [
@@ -99,11 +99,6 @@ class TrainingExample:
     target: str  # the answer in Molmo2's own words and grammar
     size: tuple[int, int]  # (width, height) of the image or video, which the coordinates are relative to
 
-    @property
-    def media(self) -> Path:
-        """The image or video the prompt is about."""
-        return self.path
-
 
 # ---------------------------------------------------------------------------------------------
 # Targets
@@ -125,7 +120,7 @@ def target_text(points: Sequence[Point], size: tuple[float, float], label: str, 
     if not points:
         return "There are none."
 
-    ordered = sorted(points, key=lambda p: _scaled(p, width, height))
+    ordered = sorted(points, key=lambda p: on_scale(p, width, height))
     ordered = [replace(p, id=n, image=1, time=None) for n, p in enumerate(ordered, 1)]
     tag = format_points(ordered, (width, height), label=label.lower())
     return f"Counting the {tag} shows a total of {len(ordered)}." if counting else tag
@@ -142,18 +137,13 @@ def tracks_text(points: Sequence[Point], size: tuple[float, float], label: str) 
     numbers: dict[int, int] = {}
     ordered: list[Point] = []
     for moment in sorted({p.time for p in points if p.time is not None}):
-        frame = sorted((p for p in points if p.time == moment), key=lambda p: _scaled(p, width, height))
+        frame = sorted((p for p in points if p.time == moment), key=lambda p: on_scale(p, width, height))
         for p in frame:
             numbers.setdefault(p.id, len(numbers) + 1)
         ordered += sorted((replace(p, id=numbers[p.id], image=None) for p in frame), key=lambda p: p.id)
     if not ordered:
         return "No tracks available."
     return format_points(ordered, (width, height), label=label.lower(), tag="tracks")
-
-
-def _scaled(p: Point, width: float, height: float) -> tuple[int, int]:
-    """A point on the 0..1000 scale, as format_points writes it."""
-    return min(max(round(p.x / width * 1000), 0), 1000), min(max(round(p.y / height * 1000), 0), 1000)
 
 
 def _item_prompt(item: Any, prompt: str | None) -> str:
@@ -491,7 +481,9 @@ def _with_media_features(model: Any, encoded: dict[str, Any]) -> dict[str, Any]:
                     encoded[grids].to(model.device),
                 ).pooler_output
             out = {k: v for k, v in encoded.items() if k not in (pixels, pooling, grids, "image_num_crops")}
-            out["mm_encoder_outputs"] = {kind: BaseModelOutputWithPooling(pooler_output=tuple(features))}
+            # kept on the CPU: the cache of a few hundred photos would otherwise sit on the GPU all run
+            cached = BaseModelOutputWithPooling(pooler_output=tuple(f.cpu() for f in features))
+            out["mm_encoder_outputs"] = {kind: cached}
             return out
     return encoded
 
@@ -501,6 +493,11 @@ def _example_loss(model: Any, encoded: dict[str, Any]):
     import torch
 
     inputs = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in encoded.items()}
+    if "mm_encoder_outputs" in inputs:  # image features cached on the CPU (_with_media_features)
+        inputs["mm_encoder_outputs"] = {
+            kind: type(out)(pooler_output=tuple(f.to(model.device) for f in out.pooler_output))
+            for kind, out in inputs["mm_encoder_outputs"].items()
+        }
     inputs.pop("labels")
     start = inputs.pop("answer_start")
     for key in ("pixel_values", "pixel_values_videos"):  # as chat casts them
