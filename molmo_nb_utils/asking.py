@@ -221,10 +221,16 @@ def _placeholders(messages: list[dict]) -> list[dict]:
     return out
 
 
-def _prepare(processor, messages, fps, max_frames, max_crops):
+def _prompt(processor, messages, fps, max_frames):
+    """One conversation's prompt text (the chat template's) and the images and video frames it names."""
     messages = _check_messages(messages)
     images, videos = _load_media(messages, fps, max_frames)
     text = processor.apply_chat_template(_placeholders(messages), tokenize=False, add_generation_prompt=True)
+    return text, images, videos
+
+
+def _media_kwargs(images: list, videos: list[VideoFrames], max_crops: int | None) -> dict[str, Any]:
+    """The processor's arguments for these images (one list per prompt when batched) and videos."""
     kwargs: dict[str, Any] = {"return_tensors": "pt"}
     if images:
         kwargs["images"] = images
@@ -234,7 +240,12 @@ def _prepare(processor, messages, fps, max_frames, max_crops):
         kwargs["videos"] = [video.frames for video in videos]
         kwargs["video_metadata"] = [video.metadata() for video in videos]
         kwargs["do_sample_frames"] = False  # sampled already, by molmo_utils' rule
-    return processor(text=text, **kwargs), images, videos
+    return kwargs
+
+
+def _prepare(processor, messages, fps, max_frames, max_crops):
+    text, images, videos = _prompt(processor, messages, fps, max_frames)
+    return processor(text=text, **_media_kwargs(images, videos, max_crops)), images, videos
 
 
 def prepare_inputs(
@@ -367,34 +378,24 @@ def chat_batch(
     conversations = [[c] if isinstance(c, dict) else c for c in conversations]
     if not conversations:
         return []
-    prepared = []
-    for messages in conversations:
-        messages = _check_messages(messages)
-        images, videos = _load_media(messages, fps, max_frames)
-        text = processor.apply_chat_template(
-            _placeholders(messages), tokenize=False, add_generation_prompt=True
-        )
-        prepared.append((messages, text, images, videos))
-    kinds = {("video" if v else "image" if i else "text") for _, _, i, v in prepared}
+    prepared = [_prompt(processor, messages, fps, max_frames) for messages in conversations]
+    kinds = {("video" if v else "image" if i else "text") for _, i, v in prepared}
     if len(kinds) > 1:
         raise ValueError(
             f"one batch mixes {' and '.join(sorted(kinds))} questions, which Molmo2 cannot answer together: "
             "ask each kind in its own batch"
         )
-    kwargs: dict[str, Any] = {"return_tensors": "pt", "padding": True, "padding_side": "left"}
-    if "image" in kinds:
-        kwargs["images"] = [images for _, _, images, _ in prepared]
-        if max_crops is not None:
-            kwargs["max_crops"] = max_crops
-    if "video" in kinds:
-        videos = [video for _, _, _, vs in prepared for video in vs]
-        kwargs["videos"] = [video.frames for video in videos]
-        kwargs["video_metadata"] = [video.metadata() for video in videos]
-        kwargs["do_sample_frames"] = False
-    inputs = processor(text=[text for _, text, _, _ in prepared], **kwargs)
+    images = [i for _, i, _ in prepared] if "image" in kinds else []
+    videos = [video for _, _, vs in prepared for video in vs]
+    inputs = processor(
+        text=[text for text, _, _ in prepared],
+        padding=True,
+        padding_side="left",
+        **_media_kwargs(images, videos, max_crops),
+    )
     width = int(inputs["input_ids"].shape[1])
     prompt_tokens = [int(n) for n in inputs["attention_mask"].sum(dim=1)]
-    visual_tokens = [int(n) for n in (inputs["input_ids"] == model.config.image_patch_id).sum(dim=1)]
+    visual_tokens = [visual_token_count(model, {"input_ids": row}) for row in inputs["input_ids"]]
     every_message = [m for c in conversations for m in c]
 
     def advice() -> str:
@@ -409,5 +410,5 @@ def chat_batch(
             prompt_tokens=prompt_tokens[k],
             visual_tokens=visual_tokens[k],
         )
-        for k, (_, _, images, videos) in enumerate(prepared)
+        for k, (_, images, videos) in enumerate(prepared)
     ]
