@@ -38,7 +38,8 @@ END = "<!-- notebooks-table:end -->"
 FIELDS = ("file", "title", "teaches")
 MEMORY_FIELDS = ("model", "precision", "settings")  # which gpu_check.json rows the memory column shows
 BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
-SETUP_MARK = "# Colab only:"  # the first line of the set-up cell, which is how it is found
+# The set-up cell's first line. The cell itself is found by its google.colab check, which older cells have too.
+SETUP_MARK = "# Colab only:"
 _BADGE_LINE = re.compile(r"^\[!\[Open In Colab\]\([^)\s]*\)\]\([^)\s]*\)[ \t]*$", re.M)
 _COLAB_URL = re.compile(r"https://colab\.research\.google\.com/github/[^)\s\"'`]+")
 _CLONE_URL = re.compile(r"https://github\.com/[\w.-]+/[\w.-]+")
