@@ -51,7 +51,8 @@ gpu-check: setup
 	$(PY) scripts/gpu_check.py
 
 lint: dev
-	$(VENV)/bin/ruff check molmo_nb_utils tests scripts notebooks
+	$(VENV)/bin/ruff check molmo_nb_utils tests scripts notebooks conftest.py
+	$(VENV)/bin/ruff format --check molmo_nb_utils tests scripts notebooks conftest.py
 
 readme: setup
 	$(PY) scripts/make_readme_table.py

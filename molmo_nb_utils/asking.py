@@ -339,7 +339,10 @@ def chat(
             processor.tokenizer, skip_prompt=True, skip_special_tokens=True
         )
     output = _generate(
-        model, inputs, max_new_tokens, generate_kwargs,
+        model,
+        inputs,
+        max_new_tokens,
+        generate_kwargs,
         lambda: _oom_advice(model, messages, fps, max_frames, max_crops),
     )
     text = processor.decode(output[0, prompt_tokens:], skip_special_tokens=True).strip()
@@ -399,7 +402,10 @@ def chat_batch(
     every_message = [m for c in conversations for m in c]
 
     def advice() -> str:
-        return _oom_advice(model, every_message, fps, max_frames, max_crops) + " Or ask fewer questions per batch."
+        return (
+            _oom_advice(model, every_message, fps, max_frames, max_crops)
+            + " Or ask fewer questions per batch."
+        )
 
     output = _generate(model, inputs, max_new_tokens, generate_kwargs, advice)
     return [

@@ -379,8 +379,6 @@ def local_path(src: str | os.PathLike) -> Path | None:
     return None
 
 
-
-
 # ---------------------------------------------------------------------------------------------
 # The official Molmo2 demo media
 

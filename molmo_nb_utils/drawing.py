@@ -237,7 +237,10 @@ def draw_points_on_images(
         raise ValueError(f"max_width={max_width} is too small for {len(pictures)} images side by side")
     gap = 8
     aspects = sum(im.width / im.height for im in pictures)
-    height = max(8, min(max(im.height for im in pictures), 1024, int((max_width - gap * (len(pictures) - 1)) / aspects)))
+    height = max(
+        8,
+        min(max(im.height for im in pictures), 1024, int((max_width - gap * (len(pictures) - 1)) / aspects)),
+    )
     strip = round(aspects * height) + gap * (len(pictures) - 1)
     # Sized as for one image of 3/4 of the strip's width: a label is about 1/53 of the strip wide
     # (19 px on a 1000 px strip), half again as large as each panel's own size would give.

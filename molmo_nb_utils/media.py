@@ -303,7 +303,9 @@ def _frames_array(info: VideoInfo, times: list[float], fps: float | None, budget
     if need <= allowed:
         try:
             return np.empty((len(times), info.height, info.width, 3), np.uint8)
-        except MemoryError:  # the OS said it was free, the allocator disagrees: the setting is not the problem
+        except (
+            MemoryError
+        ):  # the OS said it was free, the allocator disagrees: the setting is not the problem
             raise MemoryError(
                 f"{len(times)} frames of {info.path.name} at {info.width}x{info.height} need {need / 1e9:.2f} GB, "
                 "which the system would not allocate just now: free some memory (other notebooks, "
@@ -539,7 +541,9 @@ def _decode_runs(
                 raise ValueError(f"frames {missing[:5]} could not be decoded")
 
 
-def _decode_run(container, stream, index: _AvIndex, run, key, slots, out: np.ndarray, *, skip: bool) -> set[int]:
+def _decode_run(
+    container, stream, index: _AvIndex, run, key, slots, out: np.ndarray, *, skip: bool
+) -> set[int]:
     wanted = {index.pts[i]: i for i in run}
     codec = stream.codec_context
     turns = index.info.rotation // 90

@@ -267,7 +267,9 @@ def main() -> int:
             for notebook in args.notebooks:
                 name = Path(notebook).name
                 url = f"{base}/lab/tree/{name}?token={token}"
-                done = subprocess.run([args.python, "-c", BROWSER_SCRIPT, url, str(out), name[:2], str(uploads)])
+                done = subprocess.run(
+                    [args.python, "-c", BROWSER_SCRIPT, url, str(out), name[:2], str(uploads)]
+                )
                 if done.returncode:
                     failed.append(name)
             print(f"screenshots in {out}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))

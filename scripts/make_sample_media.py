@@ -450,7 +450,9 @@ def trim_clip(clip: Clip, path: Path) -> None:
                     sideways = np.ascontiguousarray(np.rot90(np.asarray(upright), -turns))
                     small = av.VideoFrame.from_ndarray(sideways, format="rgb24").reformat(format="yuv420p")
                 else:
-                    small = frame.reformat(width=clip.width, height=height, format="yuv420p", interpolation="AREA")
+                    small = frame.reformat(
+                        width=clip.width, height=height, format="yuv420p", interpolation="AREA"
+                    )
                 small.pts, small.time_base = n, 1 / rate  # frame n of a constant-rate clip
                 out.mux(encoder.encode(small))
             out.mux(encoder.encode())

@@ -532,7 +532,9 @@ def test_csv_export_reads_back(worked, tmp_path):
     )
     assert rows["moving_objects.mp4"]["id_consistency"] == "1.0"
 
-    with open(export_points_csv(items, results, tmp_path / "points.csv"), newline="", encoding="utf-8") as file:
+    with open(
+        export_points_csv(items, results, tmp_path / "points.csv"), newline="", encoding="utf-8"
+    ) as file:
         points = list(csv.DictReader(file))
     assert sum(p["key"] == "coin_table/table_05.jpg" for p in points) == 6
     first_track = next(p for p in points if p["tag"] == "tracks")

@@ -21,7 +21,9 @@ NOT_IMPORTED = {"torchvision", "accelerate", "bitsandbytes", "jupyterlab", "ipyk
 
 def _names(path) -> set[str]:
     """Normalised distribution names listed in a requirements file or pyproject dependency list."""
-    return {re.split(r"[<>=!~;\[ ]", line.strip())[0].lower().replace("_", "-") for line in path if line.strip()}
+    return {
+        re.split(r"[<>=!~;\[ ]", line.strip())[0].lower().replace("_", "-") for line in path if line.strip()
+    }
 
 
 def _requirements(name: str) -> set[str]:

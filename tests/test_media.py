@@ -626,7 +626,9 @@ def _huge_png(path: Path, side: int) -> Path:
     row = bytes(1 + 4 * side)  # filter byte 0, then transparent black
     data = b"".join(squeeze.compress(row) for _ in range(side)) + squeeze.flush()
     header = struct.pack(">IIBBBBB", side, side, 8, 6, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )
     return path
 
 

@@ -38,7 +38,9 @@ _UNITS = r"(?:px|GB|GiB|MB|MiB|KB|KiB|tokens|frames|crops|s)"
 # two or more numbers, bracketed or not, after an optional one-word label
 _NUMBER_LIST = re.compile(rf"(?:[A-Za-z]+:? )?[\[(]?{_NUMBER}(?:(?:[ ,;:]+|x){_NUMBER})+[\])]?")
 _WITH_UNIT = re.compile(rf"~?{_NUMBER} ?{_UNITS}")
-_MEMORY = re.compile(r"(?<![\w.,])(\d+(?:\.\d+)?) ?(GB|GiB|MB|MiB)\b(?! GPU| card)")  # "a 16 GB GPU" names hardware
+_MEMORY = re.compile(
+    r"(?<![\w.,])(\d+(?:\.\d+)?) ?(GB|GiB|MB|MiB)\b(?! GPU| card)"
+)  # "a 16 GB GPU" names hardware
 
 
 def literals(markdown: str) -> list[str]:

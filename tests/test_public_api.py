@@ -47,4 +47,7 @@ def test_fine_tuning_is_exported():
 
     for name in ("training_examples", "fine_tune", "load_adapter", "split_items", "estimate_training_memory"):
         assert name in molmo_nb_utils.__all__
-    assert molmo_nb_utils.fine_tune is training.fine_tune and molmo_nb_utils.load_adapter is training.load_adapter
+    assert (
+        molmo_nb_utils.fine_tune is training.fine_tune
+        and molmo_nb_utils.load_adapter is training.load_adapter
+    )

@@ -176,7 +176,12 @@ def test_check_passes_on_the_committed_files():
 
 def _copy_of_input(tmp_path: Path) -> Path:
     out = tmp_path / "input"
-    for name in [*msm.PHOTOS, *msm.VIDEOS, *msm.CLIPS, *(f"{msm.DATASET_FOLDER}/{n}" for n in msm.TABLE_PHOTOS)]:
+    for name in [
+        *msm.PHOTOS,
+        *msm.VIDEOS,
+        *msm.CLIPS,
+        *(f"{msm.DATASET_FOLDER}/{n}" for n in msm.TABLE_PHOTOS),
+    ]:
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(b"")  # check() only needs the media to exist
     shutil.copytree(INPUT_DIR / "ground_truth", out / "ground_truth")

@@ -343,7 +343,9 @@ def test_starting_over_replaces_an_earlier_trainings_checkpoints(tiny_model_path
     model, processor = load_model(tiny_model_path)
     fine_tune(model, processor, items, run, prompt=PROMPT, steps=6, save_every=2, progress=False)
     model, processor = load_model(tiny_model_path)
-    fine_tune(model, processor, items, run, prompt=PROMPT, steps=3, save_every=2, resume=False, progress=False)
+    fine_tune(
+        model, processor, items, run, prompt=PROMPT, steps=3, save_every=2, resume=False, progress=False
+    )
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-000002", "checkpoint-000003"]
     assert latest_checkpoint(run).name == "checkpoint-000003"
 

@@ -340,5 +340,3 @@ def check_unchanged(item: DatasetItem, identity: Mapping[str, Any] | None, use: 
             f"{item.key} changed since it was answered: its answer is about another file, so it cannot be "
             f"{use}. Run run_dataset again (it asks changed items again)."
         )
-
-

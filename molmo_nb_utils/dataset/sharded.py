@@ -87,7 +87,10 @@ def run_sharded(
     defaults = run_dataset.__kwdefaults__  # the settings each shard's run_dataset records
     settings = run_settings(
         model,
-        **{k: run_kwargs.get(k, defaults[k]) for k in ("prompt", "max_new_tokens", "fps", "max_frames", "max_crops")},
+        **{
+            k: run_kwargs.get(k, defaults[k])
+            for k in ("prompt", "max_new_tokens", "fps", "max_frames", "max_crops")
+        },
     )
     if (
         state.is_main_process
