@@ -22,14 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
+from transformers import TextStreamer
 
 from molmo_nb_utils.grounding import Point, nearest_index, parse_points, parse_tracks, snap_times
 from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES, VideoFrames, load_image, sample_frames
+from molmo_nb_utils.memory import next_setting_advice
 
 VIDEO_SUFFIXES = frozenset(
     {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"}
 )
+# Tokens an answer may take unless told: a few dozen points, or a paragraph.
+DEFAULT_MAX_NEW_TOKENS = 256
 # The model copies frame times from the prompt, where they have one decimal: a time further than
 # this from every frame it was shown is not one of those frames.
 TIME_TOLERANCE_S = 0.1
@@ -272,8 +277,6 @@ def visual_token_count(model_or_config, inputs) -> int:
 
 def _oom_advice(model, messages, fps, max_frames, max_crops) -> str:
     """The next setting to try, from the settings this request actually used."""
-    from molmo_nb_utils.memory import next_setting_advice
-
     kinds = {item["type"] for item in _media_items(messages)}
     if getattr(model, "is_loaded_in_4bit", False):
         precision = "4bit"
@@ -293,8 +296,6 @@ def _oom_advice(model, messages, fps, max_frames, max_crops) -> str:
 def _generate(model, inputs, max_new_tokens: int, generate_kwargs: dict, advice: Callable[[], str]):
     """``model.generate`` on the processor's inputs (greedy unless told); out of GPU memory becomes
     ``OutOfMemoryAdvice`` with ``advice()``, so a reader learns what to change, not where it failed."""
-    import torch
-
     for key in ("pixel_values", "pixel_values_videos"):
         if key in inputs:  # cast first: the processor's float32 copy never reaches the GPU
             inputs[key] = inputs[key].to(model.dtype)
@@ -315,7 +316,7 @@ def chat(
     processor,
     messages: list[dict] | dict,
     *,
-    max_new_tokens: int = 256,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     stream: bool = False,
     fps: float | None = DEFAULT_FPS,
     max_frames: int = DEFAULT_MAX_FRAMES,
@@ -328,8 +329,6 @@ def chat(
     turn may be passed alone). With ``stream=True`` the answer is printed as it is written. Greedy
     decoding by default, so answers are reproducible.
     """
-    from transformers import TextStreamer
-
     if isinstance(messages, dict):
         messages = [messages]
     inputs, images, videos = _prepare(processor, messages, fps, max_frames, max_crops)
@@ -360,7 +359,7 @@ def chat_batch(
     processor,
     conversations: list[list[dict] | dict],
     *,
-    max_new_tokens: int = 256,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     fps: float | None = DEFAULT_FPS,
     max_frames: int = DEFAULT_MAX_FRAMES,
     max_crops: int | None = None,

@@ -48,13 +48,27 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import av
 import numpy as np
+import psutil
+from molmo_utils.vision_process import sample_times
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from molmo_nb_utils.checks import positive_int
 from molmo_nb_utils.downloads import download, local_path, sniff_kind
 from molmo_nb_utils.grounding import nearest_index
 
-__all__ = ["VideoFrames", "VideoInfo", "load_image", "sample_frames", "video_info"]
+__all__ = [
+    "FramePlan",
+    "VideoFrames",
+    "VideoInfo",
+    "frame_times",
+    "load_image",
+    "plan_frames",
+    "planned_frames",
+    "sample_frames",
+    "video_info",
+]
 
 # What Molmo2 was trained with: 2 frames per second for QA and pointing, up to 384 frames.
 # Tracking works best with more frames per second (the model card uses 8).
@@ -196,24 +210,54 @@ class VideoInfo:
     rotation: int = 0
 
 
+@dataclass(frozen=True)
+class FramePlan:
+    """Which frames of a video Molmo2 is shown, worked out once and carried from then on.
+
+    ``times[k]`` is the time written before frame ``k`` in the prompt (the model answers in these
+    times), ``indices[k]`` the index of that frame in the video, ``size`` the (width, height) of the
+    upright frames shown: what point coordinates scale to. Answers, results, drawings, scores and
+    training examples read these, never sample again.
+    """
+
+    times: tuple[float, ...]
+    indices: tuple[int, ...]
+    size: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        if len(self.times) != len(self.indices):
+            raise ValueError(
+                f"a frame plan needs one index per time, got {len(self.times)} and {len(self.indices)}"
+            )
+
+
 @dataclass(frozen=True, eq=False)
 class VideoFrames:
     """The frames Molmo2 is shown from one video, and what the processor is told about them.
 
-    ``timestamps[k]`` is the time written before frame ``k`` in the prompt (the model answers in
-    these times), ``indices[k]`` the index of that frame in the video. Unpacks as
-    ``frames, timestamps = sample_frames(...)``.
+    ``plan`` says which frames they are (prompt times, video frame indices, size);
+    ``timestamps[k]`` is the time written before frame ``k`` in the prompt, ``indices[k]`` the
+    index of that frame in the video. Unpacks as ``frames, timestamps = sample_frames(...)``.
     """
 
     frames: np.ndarray  # (N, H, W, 3) uint8 RGB, upright
-    timestamps: list[float]
-    indices: list[int]
+    plan: FramePlan
     info: VideoInfo
+
+    @property
+    def timestamps(self) -> list[float]:
+        """The prompt time of each frame shown, in seconds."""
+        return list(self.plan.times)
+
+    @property
+    def indices(self) -> list[int]:
+        """The video frame index of each frame shown."""
+        return list(self.plan.indices)
 
     @property
     def size(self) -> tuple[int, int]:
         """(width, height) in pixels: what point coordinates scale to."""
-        return self.info.width, self.info.height
+        return self.plan.size
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.frames, self.timestamps))
@@ -251,6 +295,47 @@ def video_info(path: str | os.PathLike) -> VideoInfo:
     return _index(path).info
 
 
+def frame_times(
+    seconds: float, *, fps: float | None = DEFAULT_FPS, max_frames: int = DEFAULT_MAX_FRAMES
+) -> list[float]:
+    """The prompt times of the frames Molmo2 is shown of a ``seconds``-long video: THE sampling rule.
+
+    ``0, 1/fps, 2/fps, ...`` below the duration, plus the duration itself; past ``max_frames`` of
+    them (or with ``fps=None``), ``max_frames`` times spread evenly from 0 to the duration
+    (``molmo_utils.vision_process.sample_times``, the rule the model cards use).
+    """
+    if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not 0 < seconds < math.inf:
+        raise ValueError(f"need seconds > 0 (the video's duration), got {seconds!r}")
+    _check_fps(fps)
+    budget = positive_int(max_frames, "max_frames")
+    return [float(t) for t in sample_times(seconds, budget, "uniform_last_frame", max_fps=fps)]
+
+
+def planned_frames(
+    seconds: float, *, fps: float | None = DEFAULT_FPS, max_frames: int = DEFAULT_MAX_FRAMES
+) -> int:
+    """How many frames Molmo2 sees of a ``seconds``-long video (``frame_times``' rule), without the video."""
+    return len(frame_times(seconds, fps=fps, max_frames=max_frames))
+
+
+def plan_frames(
+    video: str | os.PathLike,
+    max_frames: int | None = None,
+    fps: float | None = DEFAULT_FPS,
+    *,
+    num_frames: int | None = None,
+) -> FramePlan:
+    """Which frames ``sample_frames`` shows of ``video`` (times, indices, size), without decoding them.
+
+    Reads the packet headers only: what training and scoring need to put ground truth on the
+    frames a run shows.
+    """
+    budget = _budget(max_frames, num_frames)
+    _check_fps(fps)
+    index = _index(_check_video_file(video))
+    return _frame_plan(index, fps, budget)
+
+
 def sample_frames(
     video: str | os.PathLike,
     max_frames: int | None = None,
@@ -266,31 +351,33 @@ def sample_frames(
     ``molmo_utils``' name for ``max_frames``.
     """
     budget = _budget(max_frames, num_frames)
-    if fps is not None and (
-        isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not 0 < fps < math.inf
-    ):
-        raise ValueError(f"fps must be a number > 0 (or None to spread the frames evenly), got {fps!r}.")
+    _check_fps(fps)
     path = _check_video_file(video)
     index = _index(path)
-    times, indices = _plan(index, fps, budget)
-    frames = _frames_array(index.info, times, fps, budget)  # fails here, before decoding, if too big
+    plan = _frame_plan(index, fps, budget)
+    frames = _frames_array(index.info, plan.times, fps, budget)  # fails here, before decoding, if too big
     try:
-        _read_pyav(path, index, indices, frames)
+        _read_pyav(path, index, plan.indices, frames)
     except MemoryError:
         raise
     except Exception as err:
         raise _unreadable(path, err) from None
-    return VideoFrames(frames, times, indices, index.info)
+    return VideoFrames(frames, plan, index.info)
+
+
+def _check_fps(fps: Any) -> None:
+    if fps is not None and (
+        isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not 0 < fps < math.inf
+    ):
+        raise ValueError(f"fps must be a number > 0 (or None to spread the frames evenly), got {fps!r}.")
 
 
 def _available_memory() -> int:
     """Bytes of memory this process can still use without swapping (what the OS says is available)."""
-    import psutil
-
     return int(psutil.virtual_memory().available)
 
 
-def _frames_array(info: VideoInfo, times: list[float], fps: float | None, budget: int) -> np.ndarray:
+def _frames_array(info: VideoInfo, times: Sequence[float], fps: float | None, budget: int) -> np.ndarray:
     """The one array the frames are decoded into; a clear MemoryError when it would not fit.
 
     The message gives what would fit: fewer frames (``max_frames``), a lower ``fps``, or the video
@@ -336,8 +423,6 @@ def _frames_array(info: VideoInfo, times: list[float], fps: float | None, budget
 
 def _fps_that_fits(duration: float, frames: int) -> float | None:
     """The highest fps, in steps of 0.1 (then 0.01), whose sampling of ``duration`` takes at most ``frames``."""
-    from molmo_nb_utils.memory import planned_frames
-
     for step in (0.1, 0.01):
         fps = math.floor(max(frames - 1, 0) / max(duration, 1e-9) / step) * step
         while fps >= step - 1e-12:
@@ -353,23 +438,24 @@ def _budget(max_frames: int | None, num_frames: int | None) -> int:
             f"give max_frames or num_frames (the same thing), not both: {max_frames}, {num_frames}"
         )
     budget = next((n for n in (max_frames, num_frames) if n is not None), DEFAULT_MAX_FRAMES)
-    if isinstance(budget, bool) or not isinstance(budget, numbers.Integral) or budget < 1:
-        raise ValueError(f"max_frames must be a whole number >= 1, got {budget!r}.")
-    return int(budget)
+    return positive_int(budget, "max_frames")
 
 
 def _plan(index: _AvIndex, fps: float | None, max_frames: int) -> tuple[list[float], list[int]]:
     """(sample times, frame indices): molmo_utils' PyAV reader, step for step, so the floats match."""
-    from molmo_utils.vision_process import sample_times
-
     info = index.info
-    times = np.asarray(sample_times(info.duration, max_frames, "uniform_last_frame", max_fps=fps))
+    times = np.asarray(frame_times(info.duration, fps=fps, max_frames=max_frames))
     # Each frame ends where the next one starts (in the stream's own clock); the last ends at the
     # duration, and the first frame's start is the offset of time 0.
     ends = np.array([float(p * index.time_base) for p in index.pts[1:]] + [info.duration])
     offset = float(index.pts[0] * index.time_base)
     chosen = np.minimum(np.searchsorted(ends, times + offset, side="right"), len(ends) - 1)
     return [float(t) for t in times], [int(i) for i in chosen]
+
+
+def _frame_plan(index: _AvIndex, fps: float | None, max_frames: int) -> FramePlan:
+    times, indices = _plan(index, fps, max_frames)
+    return FramePlan(tuple(times), tuple(indices), (index.info.width, index.info.height))
 
 
 def _check_video_file(path: str | os.PathLike) -> Path:
@@ -431,8 +517,6 @@ def _index(path: Path) -> _AvIndex:
 
 @functools.lru_cache(maxsize=8)  # keyed on mtime and size: video_info then sample_frames reads once
 def _index_of(resolved: str, mtime_ns: int, size: int, path: Path) -> _AvIndex:
-    import av
-
     with av.open(resolved) as container:
         fmt = container.format.name
         if fmt.endswith("_pipe") or fmt == "image2":
@@ -525,8 +609,6 @@ def _split_runs(runs: list[list[int]], keyframes: list[int], parts: int) -> list
 def _decode_runs(
     path: Path, index: _AvIndex, runs: list[list[int]], slots: dict[int, list[int]], out: np.ndarray
 ) -> None:
-    import av
-
     got: set[int] = set()
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -570,3 +652,31 @@ def _cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
+
+
+def iter_video_frames(video: str | os.PathLike, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+    """Every frame of ``video`` in display order, upright (H, W, 3) uint8 RGB, scaled to ``size``
+    (upright width, height) when given.
+
+    Why: a renderer that draws on every frame (``render_tracks_video``) walks the whole video once,
+    holding one frame at a time; ``sample_frames`` decodes only the frames shown, into one array.
+    One reader for both, so a phone video is turned upright the same way everywhere.
+    """
+    path = _check_video_file(video)
+    info = _index(path).info
+    turns = info.rotation // 90
+    width, height = size or (info.width, info.height)
+    stored = (height, width) if turns % 2 else (width, height)  # frames are scaled as stored, then turned
+    resize = (width, height) != (info.width, info.height)
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                if resize:
+                    rgb = frame.to_ndarray(format="rgb24", width=stored[0], height=stored[1])
+                else:
+                    rgb = frame.to_ndarray(format="rgb24")
+                yield np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+    except av.FFmpegError as err:
+        raise _unreadable(path, err) from None

@@ -12,11 +12,19 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+from transformers import Molmo2Config, Molmo2ForConditionalGeneration, PretrainedConfig
+from transformers.models.molmo2.image_processing_molmo2 import compute_crop_geometry
+
+from molmo_nb_utils.checks import positive_int
+from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES, frame_times, planned_frames
 from molmo_nb_utils.vision_chunks import VISION_CHUNK, check_vision_chunk
 
 GIB = 2**30
@@ -34,7 +42,8 @@ PRECISIONS = ("fp32", "bf16", "fp16", "8bit", "4bit")
 QUANT_BYTES = {"8bit": 1.0, "4bit": 0.5 + 1 / 64 + 4 / (64 * 256)}
 _RANK = {"fp32": 0, "bf16": 1, "fp16": 1, "8bit": 2, "4bit": 3}  # weight memory, largest first
 # Settings to try, largest first: video sampling rate and frame cap, image crops (the released defaults lead).
-FPS_STEPS, MAX_FRAMES_STEPS, MAX_CROPS_STEPS = (2, 1, 0.5), (384, 128, 64, 32, 16, 8), (8, 6, 4, 2, 1)
+FPS_STEPS, MAX_FRAMES_STEPS = (DEFAULT_FPS, 1, 0.5), (DEFAULT_MAX_FRAMES, 128, 64, 32, 16, 8)
+MAX_CROPS_STEPS = (8, 6, 4, 2, 1)
 
 # The SigLIP-so400m/14 ViT at 378 px of all three models: 27 layers declared, 25 built (the adapter reads
 # layers 24 and 18).
@@ -69,8 +78,6 @@ KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
 
 def load_config(config: Any):
     """A Molmo2Config from a KNOWN_CONFIGS id, a folder or config.json path, a dict, or a config object."""
-    from transformers import Molmo2Config, PretrainedConfig
-
     if isinstance(config, Molmo2Config):
         return config
     if isinstance(config, PretrainedConfig):
@@ -100,9 +107,6 @@ def count_parameters(config: Any) -> dict[str, int]:
 def _module_counts(config_json: str) -> tuple[tuple[tuple[str, int], ...], int]:
     """(parameters per part, weights of the language model's linear layers: what bitsandbytes quantizes).
     Keyed by the config's JSON, so the planner's loops build each model once."""
-    import torch
-    from transformers import Molmo2Config, Molmo2ForConditionalGeneration
-
     with torch.device("meta"):  # shapes only: no memory is allocated and nothing is initialised
         model = Molmo2ForConditionalGeneration(Molmo2Config(**json.loads(config_json)))
 
@@ -283,10 +287,7 @@ def image_tokens_estimate(height: int | None = None, width: int | None = None, *
 def _image_plan(height: int | None, width: int | None, max_crops: int) -> tuple[int, int]:
     """(tokens, crops) of one image with the released processor settings: 378 px crops, 14 px patches, 2x2
     pooling, 4-patch overlap margins, column tokens after high-res rows only, start/end tokens per view."""
-    from transformers.models.molmo2.image_processing_molmo2 import compute_crop_geometry
-
-    if max_crops < 1:
-        raise ValueError(f"max_crops must be >= 1, got {max_crops}")
+    positive_int(max_crops, "max_crops")
     if height is None or width is None:  # a canvas of exactly h x w crops for every allowed tiling
         tilings = [(h, w) for h in range(1, max_crops + 1) for w in range(1, max_crops // h + 1)]
         return max(_image_plan(h * 266 + 112, w * 266 + 112, max_crops) for h, w in tilings)
@@ -298,17 +299,7 @@ def _image_plan(height: int | None, width: int | None, max_crops: int) -> tuple[
     return low_res + 1 + rows * (cols + 1) + 1, tiling_h * tiling_w + 1
 
 
-def planned_frames(seconds: float, *, fps: float = 2.0, max_frames: int = 384) -> int:
-    """How many frames Molmo2 sees of a ``seconds``-long video: ``fps`` of them per second, first and last
-    included, or ``max_frames`` spread over the whole video when that is fewer (molmo_utils' own rule)."""
-    from molmo_utils.vision_process import sample_times
-
-    if not seconds > 0 or not fps > 0 or max_frames < 1:
-        raise ValueError(f"need seconds > 0, fps > 0 and max_frames >= 1, got {seconds}, {fps}, {max_frames}")
-    return len(sample_times(seconds, max_frames, "uniform_last_frame", max_fps=fps))
-
-
-def video_tokens_estimate(num_frames: int, *, fps: float = 2.0) -> int:
+def video_tokens_estimate(num_frames: int, *, fps: float = DEFAULT_FPS) -> int:
     """Prompt tokens of `num_frames` frames sampled `fps` apart, for planning before the video exists: per
     frame 81 pooled patches (27x27 patches, 3x3 pooling), start and end tokens, and its timestamp text
     (" 12.5 " is one token per digit, dot and space in Qwen's tokenizer)."""
@@ -428,8 +419,6 @@ def suggest_settings(
 def gpu_budget_gb(*, free: bool = False) -> float | None:
     """Total memory of the current CUDA device in GiB, what a whole estimate (CUDA context included) must fit;
     with free=True, what is free right now. None without a GPU."""
-    import torch
-
     if not torch.cuda.is_available():
         return None
     free_bytes, total_bytes = torch.cuda.mem_get_info()
@@ -459,18 +448,20 @@ def next_setting_advice(
 
 
 def video_prompt_tokens(
-    processor: Any, seconds: float, *, fps: float = 2.0, max_frames: int = 384, video_fps: float = 30.0
+    processor: Any,
+    seconds: float,
+    *,
+    fps: float | None = DEFAULT_FPS,
+    max_frames: int = DEFAULT_MAX_FRAMES,
+    video_fps: float = 30.0,
 ) -> int:
     """Prompt tokens of a question about a ``seconds``-long video, counted by the real processor.
 
     Frames are sampled as ``molmo_utils`` samples a real file (``fps`` up to ``max_frames``, first and
     last frame included); they are blank, which costs the same tokens as a real video of any size.
     """
-    import numpy as np
-    from molmo_utils.vision_process import sample_times
-
-    frames = np.zeros((planned_frames(seconds, fps=fps, max_frames=max_frames), 28, 28, 3), np.uint8)
-    times = sample_times(seconds, max_frames, "uniform_last_frame", max_fps=fps)
+    times = np.asarray(frame_times(seconds, fps=fps, max_frames=max_frames))
+    frames = np.zeros((len(times), 28, 28, 3), np.uint8)
     metadata = {
         "fps": video_fps,
         "total_num_frames": int(seconds * video_fps),
@@ -560,15 +551,9 @@ def lora_parameter_count(config: Any, *, rank: int = 16, train_connector: bool =
 
 @functools.lru_cache(maxsize=32)
 def _lora_count(config_json: str, rank: int, train_connector: bool) -> int:
-    import re
-
-    import torch
-    from transformers import Molmo2Config, Molmo2ForConditionalGeneration
-
     from molmo_nb_utils.training import CONNECTOR_MODULES, LANGUAGE_MODULES
 
-    if rank < 1:
-        raise ValueError(f"rank must be >= 1, got {rank}")
+    positive_int(rank, "rank")
     pattern = re.compile(rf"^({LANGUAGE_MODULES}{'|' + CONNECTOR_MODULES if train_connector else ''})$")
     with torch.device("meta"):
         model = Molmo2ForConditionalGeneration(Molmo2Config(**json.loads(config_json)))

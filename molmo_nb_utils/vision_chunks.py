@@ -20,6 +20,10 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import torch
+from transformers import Molmo2Model
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
 # Frames (or crops) per chunk: 8 frames of 729 patches are 5,832 positions per ViT batch, and a working set
 # under 0.5 GiB in 16-bit. An image's 8 high-resolution crops (the default max_crops) fit one chunk.
 VISION_CHUNK = 8
@@ -28,8 +32,6 @@ _ATTRIBUTE = "get_image_features"  # the one method we replace, on the instance 
 
 def _inner_model(model: Any):
     """The Molmo2Model inside a Molmo2ForConditionalGeneration (or the Molmo2Model itself)."""
-    from transformers import Molmo2Model
-
     inner = getattr(model, "model", model)
     if not isinstance(inner, Molmo2Model):
         raise TypeError(
@@ -76,8 +78,6 @@ def vision_chunk_size(model: Any) -> int | None:
 def chunk_bounds(token_pooling: Any, num_crops: int, patches_per_crop: int, chunk_size: int) -> list[int]:
     """Crop indices where chunks start and end: ``[0, ..., num_crops]``. A chunk holds at most ``chunk_size``
     crops unless a token pools from crops further apart; it never cuts between two crops one token reads."""
-    import torch
-
     valid = token_pooling >= 0
     crop = torch.div(token_pooling.clamp(min=0), patches_per_crop, rounding_mode="floor").long()
     first = torch.where(valid, crop, num_crops).amin(-1)
@@ -98,19 +98,33 @@ def chunk_bounds(token_pooling: Any, num_crops: int, patches_per_crop: int, chun
 
 
 def _chunked_image_features(
-    self: Any, chunk_size: int, pixel_values: Any, image_token_pooling: Any, image_grids: Any, **kwargs: Any
+    self: Any,
+    chunk_size: int,
+    pixel_values: Any,
+    image_token_pooling: Any,
+    image_grids: Any,
+    image_num_crops: Any = None,
+    **kwargs: Any,
 ):
     """``Molmo2Model.get_image_features``, a chunk of crops at a time (same arguments, same pooler_output).
 
     The ViT's last hidden state is not returned (last_hidden_state is None): keeping it for every crop is
-    the memory this saves, and Molmo2's forward only reads the pooled features.
+    the memory this saves, and Molmo2's forward only reads the pooled features. Since transformers 5.25
+    each image's (or video's) pooling indices count from its own first patch, with ``image_num_crops``
+    telling where each starts; they are shifted to count over all crops, as transformers does.
     """
-    import torch
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
-
     kwargs.pop("return_dict", None)  # the ViT's output is read by attribute below
     pixel_values = pixel_values.reshape(-1, *pixel_values.shape[-2:])  # (batch,) crops, patches, pixels
     num_crops, patches = pixel_values.shape[:2]
+    split_sizes = image_grids[:, 0] * image_grids[:, 1] + image_grids[:, 2] * image_grids[:, 3]
+    if image_grids.shape[0] > 1 and image_num_crops is not None:
+        per_image = image_num_crops * patches
+        offsets = (per_image.cumsum(0) - per_image).repeat_interleave(
+            split_sizes, output_size=image_token_pooling.shape[0]
+        )
+        image_token_pooling = torch.where(
+            image_token_pooling >= 0, image_token_pooling + offsets[:, None], image_token_pooling
+        )
     layers = [layer + 1 if layer >= 0 else layer for layer in self.config.adapter_config.vision_feature_layer]
     valid = image_token_pooling >= 0
     bounds = chunk_bounds(image_token_pooling, num_crops, patches, chunk_size)
@@ -133,5 +147,6 @@ def _chunked_image_features(
         pooled[rows.to(pooled.device)] = out
         del features
     pooled = pooled[valid.any(-1).to(pooled.device)]
-    split_sizes = (image_grids[:, 0] * image_grids[:, 1] + image_grids[:, 2] * image_grids[:, 3]).tolist()
-    return BaseModelOutputWithPooling(last_hidden_state=None, pooler_output=torch.split(pooled, split_sizes))
+    return BaseModelOutputWithPooling(
+        last_hidden_state=None, pooler_output=torch.split(pooled, split_sizes.tolist())
+    )

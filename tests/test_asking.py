@@ -316,7 +316,7 @@ def test_a_video_is_decoded_once_per_request(tiny_model, video_path, monkeypatch
     original = media._read_pyav
     monkeypatch.setattr(media, "_read_pyav", lambda *args: reads.append(args[2]) or original(*args))
     answer = chat(model, processor, [user_message(video_path, text="?")], fps=1, max_new_tokens=2)
-    assert reads == [[0, 10, 20, 29]] and answer.video.indices == [0, 10, 20, 29]
+    assert reads == [(0, 10, 20, 29)] and answer.video.indices == [0, 10, 20, 29]
     seen = sample_frames(video_path, fps=1)
     again = chat(model, processor, [user_message(seen, text="?")], max_new_tokens=2)
     assert len(reads) == 2  # sample_frames decoded; chat used those frames

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,14 @@ from PIL import Image
 from molmo_nb_utils import dataset
 from molmo_nb_utils.asking import Answer, chat
 from molmo_nb_utils.dataset import (
+    DEFAULT_PROMPT,
     DatasetItem,
     ItemResult,
     draw_result,
     export_coco,
     export_csv,
     export_points_csv,
+    item_prompt,
     load_dataset,
     load_results,
     plot_counts,
@@ -179,7 +182,8 @@ def test_a_run_writes_one_line_per_item_with_what_was_asked_and_seen(tmp_path):
     ]
     assert first["answer"] == ANSWER and first["size"] == [40, 30] and first["error"] is None
     assert first["settings"] == {
-        "model": None, "adapter": None, "prompt": "Point.", "max_new_tokens": 256, "fps": 2.0, "max_frames": 384, "max_crops": None,
+        "model": None, "adapter": None, "weights": None, "dtype": None, "quantization": None,
+        "prompt": "Point.", "max_new_tokens": 256, "fps": 2.0, "max_frames": 384, "max_crops": None,
     }  # fmt: skip
     assert (first["prompt_tokens"], first["visual_tokens"]) == (7, 3)
     assert results[0].count == 2 and results == load_results(tmp_path / "out.jsonl")
@@ -303,8 +307,27 @@ def test_resuming_with_other_settings_or_prompts_is_refused(tmp_path):
         ValueError, match=r"answered img_0\.png to 'Point\.', but its prompt is now 'Track\.'"
     ):
         run_dataset(None, None, own, out, prompt="Point.", ask=FakeAsk())
-    with pytest.raises(ValueError, match=r"have no prompt of their own .*pass prompt="):
+    with pytest.raises(ValueError, match=r"other settings \(prompt: 'Point\.' there, None now\)"):
         run_dataset(None, None, items, out, ask=FakeAsk())
+
+
+def test_an_item_is_asked_the_prompt_it_is_trained_on(tmp_path):
+    """One rule (item_prompt) for run_dataset and fine_tune: own prompt, run's prompt, default; {label} filled."""
+    items = load_dataset(_images(tmp_path / "data", 2), label="coin")
+    own = [items[0], replace(items[1], prompt="Count the {label}s.")]
+    asked = []
+
+    def ask(model, processor, messages, **settings):
+        asked.append(messages[0]["content"][-1]["text"])
+        return FakeAsk()(model, processor, messages, **settings)
+
+    results = run_dataset(None, None, own, tmp_path / "a.jsonl", prompt="Point to each {label}.", ask=ask)
+    assert asked == ["Point to each coin.", "Count the coins."]
+    assert [r.prompt for r in results] == asked  # recorded as asked, braces filled
+    asked.clear()
+    run_dataset(None, None, items, tmp_path / "b.jsonl", ask=ask)  # no prompt: the default, as training's
+    assert asked == [DEFAULT_PROMPT.replace("{label}", "coin")] * 2
+    assert [item_prompt(item) for item in items] == asked
 
 
 def test_two_runs_cannot_write_one_file_at_once(tmp_path):

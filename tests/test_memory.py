@@ -421,7 +421,7 @@ def test_token_estimates_by_hand():
         video_tokens_estimate(-1)
     with pytest.raises(ValueError, match="fps > 0"):
         video_tokens_estimate(3, fps=0)
-    with pytest.raises(ValueError, match="max_crops must be >= 1"):
+    with pytest.raises(ValueError, match="max_crops must be a whole number >= 1"):
         image_tokens_estimate(10, 10, max_crops=0)
     with pytest.raises(ValueError, match="image size must be positive"):
         image_tokens_estimate(0, 10)

@@ -5,9 +5,11 @@ Why: after the lessons, the next step is a folder of your own images or videos a
 
 * ``items``: a folder, or a JSON or CSV list with optional ground truth (``load_dataset``);
   ``input/coin_table.json`` is an example. Bad lists are refused before any GPU time is spent.
+  ``item_prompt`` is the one rule for what an item is asked (and trained on).
 * ``results``: the results file, one JSON line per item, forced to disk before the next item
   starts. A killed run loses at most the item it was writing; every line carries the run's
-  settings, the model's full identity (and its adapter's) and what the item's file held, so
+  settings (``RunSettings``), the model's identity (name, adapter, a fingerprint of its weights,
+  their precision and quantization) and what the item's file held, so
   answers of another model, prompt or file are never mixed in.
 * ``running``: the run (``run_dataset``), one item or a batch per ``generate`` call, resumable;
   answers written by hand for worked examples (``worked_answer``, ``results_from_answers``).
@@ -22,22 +24,25 @@ The lesson is ``08_your_dataset.ipynb``.
 """
 
 from molmo_nb_utils.dataset.exports import export_coco, export_csv, export_points_csv, safe_cell
-from molmo_nb_utils.dataset.items import DatasetItem, load_dataset
+from molmo_nb_utils.dataset.items import DEFAULT_PROMPT, DatasetItem, item_prompt, load_dataset
 from molmo_nb_utils.dataset.pictures import draw_result, plot_counts
 from molmo_nb_utils.dataset.results import ItemResult, load_results, model_identity
-from molmo_nb_utils.dataset.running import results_from_answers, run_dataset, worked_answer
+from molmo_nb_utils.dataset.running import RunSettings, results_from_answers, run_dataset, worked_answer
 from molmo_nb_utils.dataset.scoring import DatasetScore, ItemScore, score_results, score_table, worst_items
 from molmo_nb_utils.dataset.sharded import merge_shards, run_sharded
 
 __all__ = [
+    "DEFAULT_PROMPT",
     "DatasetItem",
     "DatasetScore",
     "ItemResult",
     "ItemScore",
+    "RunSettings",
     "draw_result",
     "export_coco",
     "export_csv",
     "export_points_csv",
+    "item_prompt",
     "load_dataset",
     "load_results",
     "merge_shards",

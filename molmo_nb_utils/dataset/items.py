@@ -26,6 +26,8 @@ from molmo_nb_utils.evaluation import load_ground_truth
 from molmo_nb_utils.grounding import Point
 from molmo_nb_utils.paths import file_sha256
 
+# Asked of an item that has no prompt of its own when the run gives none; "{label}" is the item's label.
+DEFAULT_PROMPT = "Point to the {label}."
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 FIELDS = ("file", "label", "prompt", "count", "points", "truth")  # of one item in a JSON or CSV list
 
@@ -42,6 +44,17 @@ class DatasetItem:
     count: int | None = None  # true count
     points: tuple[Point, ...] | None = None  # true points of an image (on image 1), in pixels
     truth: Path | None = None  # a video's ground-truth file (see evaluation.load_ground_truth)
+
+
+def item_prompt(item: DatasetItem, prompt: str | None = None) -> str:
+    """THE prompt an item is asked (by ``run_dataset``) and trained on (by ``fine_tune``).
+
+    The item's own prompt wins, then the run's ``prompt``, then ``DEFAULT_PROMPT``; ``{label}`` in
+    it becomes the item's label ("Point to the {label}." asks a coin item "Point to the coin.").
+    One rule, so that a fine-tuned model is asked what it was taught.
+    """
+    text = item.prompt or prompt or DEFAULT_PROMPT
+    return text.replace("{label}", item.label)
 
 
 def load_dataset(source: str | os.PathLike | Sequence[Any], *, label: str = "object") -> list[DatasetItem]:

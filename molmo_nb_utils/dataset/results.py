@@ -22,7 +22,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+import torch
+from peft import get_peft_model_state_dict
+
+from molmo_nb_utils.fingerprint import weights_fingerprint, weights_precision
 from molmo_nb_utils.grounding import Point, count_points, points_from_records, points_to_records
+from molmo_nb_utils.media import FramePlan
 from molmo_nb_utils.paths import try_lock
 
 
@@ -47,6 +52,13 @@ class ItemResult:
     skipped: tuple[str, ...] = ()  # what the parser skipped in the answer, and why
     finished: str = ""  # when, in UTC (ISO 8601)
     file: Mapping[str, Any] | None = None  # the file answered: bytes, mtime_ns, sha256 (None: unknown)
+
+    @property
+    def plan(self) -> FramePlan | None:
+        """A video's frames as shown (times, indices, size), as the run recorded them; None for images."""
+        if self.kind != "video" or self.size is None:
+            return None
+        return FramePlan(self.times, self.frame_indices, self.size)
 
     @property
     def count(self) -> int:
@@ -129,9 +141,6 @@ def model_identity(model: Any) -> tuple[str | None, dict[str, Any] | None]:
 
 def adapter_identity(model: Any) -> dict[str, Any]:
     """``{"names": [...], "sha256": <16 hex digits>}`` of every adapter the model carries."""
-    import torch
-    from peft import get_peft_model_state_dict
-
     names = sorted(model.peft_config)
     digest = hashlib.sha256()
     for name in names:
@@ -144,13 +153,29 @@ def adapter_identity(model: Any) -> dict[str, Any]:
     return {"names": names, "sha256": digest.hexdigest()[:16]}
 
 
+def weights_identity(model: Any) -> dict[str, Any]:
+    """What the weights themselves are: their fingerprint, dtype and quantization (None: not a torch model).
+
+    The path names a folder, not weights: another model saved into the same folder, a base model
+    after ``merge_and_unload`` of a trained adapter, the same model in float32, bfloat16 or 4-bit
+    each answer differently, and each gets another identity here.
+    """
+    if not isinstance(model, torch.nn.Module):  # a stand-in (tests) or no model (answers by hand)
+        return {"weights": None, **weights_precision(model)}
+    return {"weights": weights_fingerprint(model), **weights_precision(model)}
+
+
+# What names the model that answered, in a run's settings: a difference is another model.
+MODEL_KEYS = ("model", "adapter", "weights", "dtype", "quantization")
+
+
 def check_settings(results: Iterable[ItemResult], settings: Mapping[str, Any], path: Path) -> None:
     """Refuse to add to a file whose answers came with other settings (another model, prompt, ...)."""
     for r in results:
         changed = [k for k in sorted({*settings, *r.settings}) if r.settings.get(k) != settings.get(k)]
         if changed:
-            k = changed[0]
-            what = "another model" if k in ("model", "adapter") else "other settings"
+            k = next((k for k in MODEL_KEYS if k in changed), changed[0])
+            what = "another model" if k in MODEL_KEYS else "other settings"
             raise ValueError(
                 f"{path} holds results made with {what} ({k}: {r.settings.get(k)!r} there, "
                 f"{settings.get(k)!r} now). Resuming would mix them: give this run a new results file "

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from molmo_nb_utils.asking import Answer, chat, chat_batch, user_message
-from molmo_nb_utils.dataset.items import DatasetItem, check_items, file_identity, same_file
+from molmo_nb_utils.asking import DEFAULT_MAX_NEW_TOKENS, Answer, chat, chat_batch, user_message
+from molmo_nb_utils.checks import positive_int
+from molmo_nb_utils.dataset.items import DatasetItem, check_items, file_identity, item_prompt, same_file
 from molmo_nb_utils.dataset.results import (
     ItemResult,
     append_line,
@@ -27,24 +28,84 @@ from molmo_nb_utils.dataset.results import (
     now,
     open_results,
     read_results,
+    weights_identity,
 )
 from molmo_nb_utils.evaluation import load_ground_truth
 from molmo_nb_utils.grounding import Point, format_points
-from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES, load_image, sample_frames
+from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES, load_image, plan_frames, sample_frames
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What answered and how it was asked: recorded on every line, and what a resumed run must match.
+
+    Built once per run (``for_model``), shared by ``run_dataset`` and every shard of ``run_sharded``.
+    ``model`` is the full ``name_or_path``; ``adapter`` the identity of a peft adapter; ``weights``
+    a fingerprint of the weights themselves (``fingerprint.weights_fingerprint``), with their
+    ``dtype`` and ``quantization``: another model in the same folder, a merged adapter, or the same
+    weights in another precision is another model. ``prompt`` is the run's (an item's own wins).
+    """
+
+    model: str | None = None
+    adapter: Mapping[str, Any] | None = None
+    weights: str | None = None
+    dtype: str | None = None
+    quantization: str | None = None
+    prompt: str | None = None
+    max_new_tokens: int | None = DEFAULT_MAX_NEW_TOKENS
+    fps: float | None = DEFAULT_FPS
+    max_frames: int = DEFAULT_MAX_FRAMES
+    max_crops: int | None = None
+
+    @classmethod
+    def for_model(
+        cls,
+        model: Any,
+        *,
+        prompt: str | None = None,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        fps: float | None = DEFAULT_FPS,
+        max_frames: int = DEFAULT_MAX_FRAMES,
+        max_crops: int | None = None,
+    ) -> RunSettings:
+        """The settings of a run of ``model``: its identity (weights read once) and the asking knobs."""
+        positive_int(max_new_tokens, "max_new_tokens")
+        positive_int(max_frames, "max_frames")
+        if max_crops is not None:
+            positive_int(max_crops, "max_crops")
+        name, adapter = model_identity(model)
+        weights = weights_identity(model)
+        return cls(
+            model=name,
+            adapter=adapter,
+            weights=weights["weights"],
+            dtype=weights["dtype"],
+            quantization=weights["quantization"],
+            prompt=prompt,
+            max_new_tokens=max_new_tokens,
+            fps=fps,
+            max_frames=max_frames,
+            max_crops=max_crops,
+        )
+
+    def record(self) -> dict[str, Any]:
+        """The settings as every line of the results file stores them."""
+        return asdict(self)
 
 
 def make_result(
-    item: DatasetItem, prompt: str, settings: Mapping[str, Any], answer: Answer, seconds: float
+    item: DatasetItem, prompt: str, settings: RunSettings, answer: Answer, seconds: float
 ) -> ItemResult:
     """The record of an answer: its text, its points in pixels, and what the model was shown."""
     skipped: list[str] = []
     video = answer.video
     if video is not None:
+        plan = video.plan
         extra = {
             "tracks": tuple(answer.tracks(skipped=skipped)),
-            "size": video.size,
-            "times": tuple(video.timestamps),
-            "frame_indices": tuple(video.indices),
+            "size": plan.size,
+            "times": plan.times,
+            "frame_indices": plan.indices,
         }
     elif answer.images:
         extra = {"size": answer.image_sizes[0]}
@@ -54,7 +115,7 @@ def make_result(
         key=item.key,
         kind=item.kind,
         prompt=prompt,
-        settings=dict(settings),
+        settings=settings.record(),
         answer=str.__str__(answer),
         points=tuple(answer.points(skipped=skipped)),
         prompt_tokens=getattr(answer, "prompt_tokens", None),
@@ -74,28 +135,6 @@ def _identity(item: DatasetItem) -> dict[str, Any] | None:
         return None
 
 
-def run_settings(
-    model: Any,
-    *,
-    prompt: str | None,
-    max_new_tokens: int | None,
-    fps: float | None,
-    max_frames: int,
-    max_crops: int | None,
-) -> dict[str, Any]:
-    """What every line of a run records, and what a resumed run must match."""
-    name, adapter = model_identity(model)
-    return {
-        "model": name,
-        "adapter": adapter,
-        "prompt": prompt,
-        "max_new_tokens": max_new_tokens,
-        "fps": fps,
-        "max_frames": max_frames,
-        "max_crops": max_crops,
-    }
-
-
 def items_to_ask(
     items: Sequence[DatasetItem], prompt: str | None, done: Mapping[str, ItemResult], retry_failed: bool, path
 ) -> tuple[list[DatasetItem], int]:
@@ -103,9 +142,10 @@ def items_to_ask(
     todo, changed = [], 0
     for item in items:
         r = done.get(item.key)
-        if r is not None and r.prompt != (item.prompt or prompt):
+        asked = item_prompt(item, prompt)
+        if r is not None and r.prompt != asked:
             raise ValueError(
-                f"{path} answered {item.key} to {r.prompt!r}, but its prompt is now {item.prompt or prompt!r}: "
+                f"{path} answered {item.key} to {r.prompt!r}, but its prompt is now {asked!r}: "
                 "use a new results file, or delete this one to start over."
             )
         if r is None or (retry_failed and r.error is not None):
@@ -123,7 +163,7 @@ def run_dataset(
     results_path: str | Path,
     *,
     prompt: str | None = None,
-    max_new_tokens: int = 256,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     fps: float | None = DEFAULT_FPS,
     max_frames: int = DEFAULT_MAX_FRAMES,
     max_crops: int | None = None,
@@ -135,7 +175,8 @@ def run_dataset(
 ) -> list[ItemResult]:
     """Ask about every item, appending one JSON line per item to ``results_path``; return all results.
 
-    ``prompt`` is asked of every item that has no prompt of its own. Items already in the file are
+    Each item is asked ``item_prompt(item, prompt)``: its own prompt, else ``prompt``, else
+    ``DEFAULT_PROMPT``, with ``{label}`` filled in (the rule ``fine_tune`` trains with). Items already in the file are
     skipped, so after an interruption the same call resumes; an item whose file changed since it
     was answered (another folder with the same names, a picture replaced) is asked again. ``limit``
     answers at most that many new items (to try a prompt first). A failed item is recorded with
@@ -145,21 +186,9 @@ def run_dataset(
     videos in separate batches; if a batch fails, each of its items is asked alone, so a broken
     file fails on its own. ``ask`` and ``ask_batch`` are called like ``chat`` and ``chat_batch``
     (tests pass stand-ins). The results come back in the order of ``items``, one per item answered
-    so far. A file of another model, adapter or settings is refused, not mixed.
+    so far. A file of another model (other weights, adapter, precision) or settings is refused, not mixed.
     """
-    results_path = Path(results_path)
-    items = list(items)
-    check_items(items, "items")
-    unasked = [item.key for item in items if not (item.prompt or prompt)]
-    if unasked:
-        raise ValueError(
-            f"{len(unasked)} item(s) have no prompt of their own ({unasked[0]}, ...): pass prompt=..."
-        )
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise ValueError(f"limit must be a whole number >= 0 or None, got {limit!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-    settings = run_settings(
+    settings = RunSettings.for_model(
         model,
         prompt=prompt,
         max_new_tokens=max_new_tokens,
@@ -167,18 +196,53 @@ def run_dataset(
         max_frames=max_frames,
         max_crops=max_crops,
     )
+    return run_items(
+        model,
+        processor,
+        items,
+        results_path,
+        settings,
+        limit=limit,
+        retry_failed=retry_failed,
+        batch_size=batch_size,
+        ask=ask,
+        ask_batch=ask_batch,
+    )
+
+
+def run_items(
+    model: Any,
+    processor: Any,
+    items: Sequence[DatasetItem],
+    results_path: str | Path,
+    settings: RunSettings,
+    *,
+    limit: int | None = None,
+    retry_failed: bool = False,
+    batch_size: int = 1,
+    ask: Callable[..., Answer] = chat,
+    ask_batch: Callable[..., list[Answer]] = chat_batch,
+) -> list[ItemResult]:
+    """``run_dataset`` with its ``RunSettings`` built already (``run_sharded`` builds them once)."""
+    results_path = Path(results_path)
+    items = list(items)
+    check_items(items, "items")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"limit must be a whole number >= 0 or None, got {limit!r}")
+    batch_size = positive_int(batch_size, "batch_size")
+    record = settings.record()
     # Nothing to do needs no write access: a finished run in a read-only folder just reads.
     earlier = read_results(results_path)
-    check_settings(earlier, settings, results_path)
+    check_settings(earlier, record, results_path)
     done = latest(earlier)
-    todo, changed = items_to_ask(items, prompt, done, retry_failed, results_path)
+    todo, changed = items_to_ask(items, settings.prompt, done, retry_failed, results_path)
     if not todo or limit == 0:
         return [done[item.key] for item in items if item.key in done]
     with open_results(results_path) as (file, locked):
         if locked != earlier:  # another run wrote meanwhile: look again (hashing changed files costs)
-            check_settings(locked, settings, results_path)
+            check_settings(locked, record, results_path)
             done = latest(locked)
-            todo, changed = items_to_ask(items, prompt, done, retry_failed, results_path)
+            todo, changed = items_to_ask(items, settings.prompt, done, retry_failed, results_path)
         finished = len(items) - len(todo)
         todo = todo[:limit] if limit is not None else todo
         failed = 0
@@ -187,7 +251,7 @@ def run_dataset(
             if changed:
                 bar.write(f"{changed} item(s) changed since they were answered: asking them again")
             for batch in _batches(todo, batch_size):
-                for item, result in _ask_batch(model, processor, batch, prompt, settings, ask, ask_batch):
+                for item, result in _ask_batch(model, processor, batch, settings, ask, ask_batch):
                     append_line(file, encode_line(result.to_record()))
                     done.pop(item.key, None)
                     done[item.key] = result
@@ -210,44 +274,44 @@ def _batches(todo: list[DatasetItem], size: int):
 
 
 def _ask_batch(
-    model, processor, batch, prompt, settings, ask, ask_batch
+    model, processor, batch: list[DatasetItem], settings: RunSettings, ask, ask_batch
 ) -> list[tuple[DatasetItem, ItemResult]]:
     if len(batch) == 1:
-        return [(batch[0], _ask_one(model, processor, batch[0], batch[0].prompt or prompt, settings, ask))]
+        return [(batch[0], _ask_one(model, processor, batch[0], settings, ask))]
     start = time.perf_counter()
+    prompts = [item_prompt(item, settings.prompt) for item in batch]
     try:
         answers = ask_batch(
             model,
             processor,
-            [[user_message(item.path, text=item.prompt or prompt)] for item in batch],
-            max_new_tokens=settings["max_new_tokens"],
-            fps=settings["fps"],
-            max_frames=settings["max_frames"],
-            max_crops=settings["max_crops"],
+            [[user_message(item.path, text=text)] for item, text in zip(batch, prompts, strict=True)],
+            max_new_tokens=settings.max_new_tokens,
+            fps=settings.fps,
+            max_frames=settings.max_frames,
+            max_crops=settings.max_crops,
         )
         share = (time.perf_counter() - start) / len(batch)
         return [
-            (item, make_result(item, item.prompt or prompt, settings, answer, share))
-            for item, answer in zip(batch, answers, strict=True)
+            (item, make_result(item, text, settings, answer, share))
+            for item, text, answer in zip(batch, prompts, answers, strict=True)
         ]
     except Exception:  # one bad item spoils its batch: ask each alone, so it fails on its own
-        return [
-            (item, _ask_one(model, processor, item, item.prompt or prompt, settings, ask)) for item in batch
-        ]
+        return [(item, _ask_one(model, processor, item, settings, ask)) for item in batch]
 
 
-def _ask_one(model, processor, item: DatasetItem, prompt: str, settings, ask) -> ItemResult:
+def _ask_one(model, processor, item: DatasetItem, settings: RunSettings, ask) -> ItemResult:
     """One item's result; an exception becomes a recorded error (Ctrl-C still stops the run)."""
+    prompt = item_prompt(item, settings.prompt)
     start = time.perf_counter()
     try:
         answer = ask(
             model,
             processor,
             [user_message(item.path, text=prompt)],
-            max_new_tokens=settings["max_new_tokens"],
-            fps=settings["fps"],
-            max_frames=settings["max_frames"],
-            max_crops=settings["max_crops"],
+            max_new_tokens=settings.max_new_tokens,
+            fps=settings.fps,
+            max_frames=settings.max_frames,
+            max_crops=settings.max_crops,
         )
         return make_result(item, prompt, settings, answer, time.perf_counter() - start)
     except Exception as error:
@@ -255,7 +319,7 @@ def _ask_one(model, processor, item: DatasetItem, prompt: str, settings, ask) ->
             key=item.key,
             kind=item.kind,
             prompt=prompt,
-            settings=dict(settings),
+            settings=settings.record(),
             seconds=time.perf_counter() - start,
             error=f"{type(error).__name__}: {error}",
             finished=now(),
@@ -302,10 +366,10 @@ def worked_answer(
     else:
         if item.truth is None:
             raise ValueError(f"{item.key} has no ground-truth file to write an answer from")
-        shown = sample_frames(item.path, max_frames, fps)
-        size = shown.size
-        places = [(None, t) for t in dict.fromkeys(shown.timestamps)]
-        truth = truth_at(item, shown.timestamps, shown.indices)
+        plan = plan_frames(item.path, max_frames, fps)
+        size = plan.size
+        places = [(None, t) for t in dict.fromkeys(plan.times)]
+        truth = truth_at(item, plan.times, plan.indices)
     points = [replace(p, x=p.x + dx, y=p.y + dy) for p in truth if p.id not in dropped]
     if swap is not None:
         a, b, since = swap
@@ -338,9 +402,7 @@ def results_from_answers(
     unknown = [key for key in answers if key not in by_key]
     if unknown:
         raise ValueError(f"answers for items not in the dataset: {unknown}")
-    settings = run_settings(
-        None, prompt=prompt, max_new_tokens=None, fps=fps, max_frames=max_frames, max_crops=None
-    )
+    settings = RunSettings(prompt=prompt, max_new_tokens=None, fps=fps, max_frames=max_frames)
     results = []
     for key, text in answers.items():
         item = by_key[key]

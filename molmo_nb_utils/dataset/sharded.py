@@ -22,10 +22,11 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from molmo_nb_utils.asking import DEFAULT_MAX_NEW_TOKENS, Answer, chat, chat_batch
 from molmo_nb_utils.dataset.items import DatasetItem
 from molmo_nb_utils.dataset.results import (
     ItemResult,
@@ -36,7 +37,8 @@ from molmo_nb_utils.dataset.results import (
     open_results,
     read_results,
 )
-from molmo_nb_utils.dataset.running import items_to_ask, run_dataset, run_settings
+from molmo_nb_utils.dataset.running import RunSettings, items_to_ask, run_items
+from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES
 
 
 def shard_path(results_path: str | os.PathLike, index: int, count: int) -> Path:
@@ -72,25 +74,33 @@ def run_sharded(
     results_path: str | os.PathLike,
     *,
     state: Any = None,
+    prompt: str | None = None,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    fps: float | None = DEFAULT_FPS,
+    max_frames: int = DEFAULT_MAX_FRAMES,
+    max_crops: int | None = None,
+    batch_size: int = 1,
     retry_failed: bool = False,
-    **run_kwargs: Any,
+    ask: Callable[..., Answer] = chat,
+    ask_batch: Callable[..., list[Answer]] = chat_batch,
 ) -> list[ItemResult]:
     """This process's share of ``run_dataset``; after all are done, the main process merges the shards.
 
     Call it in every process started by ``accelerate launch`` (or torchrun); ``state`` is
-    accelerate's ``PartialState()`` unless given. Items already in the results file are not asked
-    again. Returns the merged results, in the order of ``items``, in every process.
+    accelerate's ``PartialState()`` unless given. The settings are ``run_dataset``'s, built once
+    into one ``RunSettings`` that every shard records. Items already in the results file are not
+    asked again. Returns the merged results, in the order of ``items``, in every process.
     """
     state = state or _state()
     results_path = Path(results_path)
     items = list(items)
-    defaults = run_dataset.__kwdefaults__  # the settings each shard's run_dataset records
-    settings = run_settings(
+    settings = RunSettings.for_model(
         model,
-        **{
-            k: run_kwargs.get(k, defaults[k])
-            for k in ("prompt", "max_new_tokens", "fps", "max_frames", "max_crops")
-        },
+        prompt=prompt,
+        max_new_tokens=max_new_tokens,
+        fps=fps,
+        max_frames=max_frames,
+        max_crops=max_crops,
     )
     if (
         state.is_main_process
@@ -98,14 +108,24 @@ def run_sharded(
         merge_shards(items, results_path)
     state.wait_for_everyone()
     earlier = read_results(results_path)
-    check_settings(earlier, settings, results_path)
+    check_settings(earlier, settings.record(), results_path)
     merged = latest(earlier)
 
     with state.split_between_processes(items) as share:
-        mine, _ = items_to_ask(share, run_kwargs.get("prompt"), merged, retry_failed, results_path)
+        mine, _ = items_to_ask(share, prompt, merged, retry_failed, results_path)
         if mine:
             path = shard_path(results_path, state.process_index, state.num_processes)
-            run_dataset(model, processor, mine, path, retry_failed=retry_failed, **run_kwargs)
+            run_items(
+                model,
+                processor,
+                mine,
+                path,
+                settings,
+                retry_failed=retry_failed,
+                batch_size=batch_size,
+                ask=ask,
+                ask_batch=ask_batch,
+            )
     state.wait_for_everyone()
     if state.is_main_process:
         merge_shards(items, results_path)
@@ -162,10 +182,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--model", default=None, help="Hub id or folder (default: MOLMO_MODEL_ID or Molmo2-4B)"
     )
     parser.add_argument("--dtype", default=None, choices=["bfloat16", "float16", "float32"])
-    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--fps", type=float, default=run_dataset.__kwdefaults__["fps"])
-    parser.add_argument("--max-frames", type=int, default=run_dataset.__kwdefaults__["max_frames"])
+    parser.add_argument("--fps", type=float, default=DEFAULT_FPS)
+    parser.add_argument("--max-frames", type=int, default=DEFAULT_MAX_FRAMES)
     parser.add_argument("--max-crops", type=int, default=None)
     parser.add_argument("--retry-failed", action="store_true")
     args = parser.parse_args(argv)
