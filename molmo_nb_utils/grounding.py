@@ -41,6 +41,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from molmo_nb_utils.checks import positive_int
 from molmo_nb_utils.paths import atomic_path
 
 
@@ -246,9 +247,7 @@ def time_to_frame(time: float, fps: float, num_frames: int | None = None) -> int
         raise ValueError(f"time must be >= 0 seconds, got {time!r}")
     frame = int(round(time * fps))
     if num_frames is not None:
-        if num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {num_frames!r}")
-        frame = min(frame, num_frames - 1)
+        frame = min(frame, positive_int(num_frames, "num_frames") - 1)
     return frame
 
 

@@ -179,8 +179,10 @@ def _check(precision: str, **counts: float) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     for name, value in counts.items():
-        if value < 0 or (name == "batch_size" and value < 1):
-            raise ValueError(f"{name} must be {'>= 1' if name == 'batch_size' else '>= 0'}, got {value}")
+        if name == "batch_size":
+            positive_int(value, name)
+        elif value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
 
 
 def estimate_memory(

@@ -29,6 +29,8 @@ DATA_DIR = Path(os.environ.get("MOLMO_DATA_DIR", REPO_ROOT / "downloaded_data"))
 OUTPUT_DIR = DATA_DIR / "outputs"
 
 _MAX_STEM_BYTES = 100  # file systems allow 255 bytes; leave room for a hash, a counter, ".part"
+NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
+_RANDOM = 8  # characters tempfile.mkstemp puts in a name
 
 
 def output_path(name: str) -> Path:
@@ -105,7 +107,7 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".part{path.suffix}")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{_part_stem(path)}.", suffix=f".part{path.suffix}")
     tmp = Path(name)
     if not try_lock(fd):  # without a lock, keep no handle open: Windows cannot rename an open file
         os.close(fd)
@@ -133,11 +135,31 @@ def remove_partial_files(path: str | os.PathLike) -> None:
     one belongs to another process writing the same file right now.
     """
     path = Path(path)
-    pattern = glob.escape(f".{path.stem}.") + "*" + glob.escape(f".part{path.suffix}")
+    pattern = glob.escape(f".{_part_stem(path)}.") + "*" + glob.escape(f".part{path.suffix}")
     for part in path.parent.glob(pattern):
         if not _in_use(part):
             with contextlib.suppress(OSError):  # gone already, or (Windows) open elsewhere
                 part.unlink()
+
+
+def short_stem(stem: str, reserve: int) -> str:
+    """``stem`` if it and ``reserve`` more bytes fit in one file name, else its first bytes and a hash.
+
+    Why: a name the reader chose may be up to 255 bytes long, and what is made beside it (a
+    temporary file, a shard) adds to it. The hash of the whole stem keeps two long names that
+    begin alike apart, and the same stem always gives the same short one (leftovers can be found).
+    """
+    raw = os.fsencode(stem)
+    if len(raw) + reserve <= NAME_MAX:
+        return stem
+    digest = hashlib.sha256(raw).hexdigest()[:8]
+    keep = max(0, NAME_MAX - reserve - len(digest) - 1)
+    return os.fsdecode(raw[:keep]) + "~" + digest
+
+
+def _part_stem(path: Path) -> str:
+    """The stem in ``atomic_path``'s temporary names: ``.<stem>.<random>.part<suffix>`` fits NAME_MAX."""
+    return short_stem(path.stem, 2 + _RANDOM + len(os.fsencode(f".part{path.suffix}")))
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -505,7 +505,7 @@ def test_bad_inputs_get_clear_errors():
         estimate_memory(M4B, prompt_tokens=-1)
     with pytest.raises(ValueError, match="new_tokens must be >= 0"):
         estimate_memory(M4B, prompt_tokens=10, new_tokens=-5)
-    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+    with pytest.raises(ValueError, match="batch_size must be a whole number >= 1"):
         estimate_memory(M4B, prompt_tokens=10, batch_size=0)
     with pytest.raises(ValueError, match="not both"):
         estimate_memory(M4B, prompt_tokens=10, num_crops=9, num_frames=8)

@@ -3,7 +3,8 @@
 Why: a run over a dataset takes hours and is interrupted. Each finished item is one line, written
 with one ``write`` and forced to disk (``fsync``) before the next item starts. A process killed
 while writing leaves at most a partial last line (no newline at its end): the next run cuts it off
-before appending and readers ignore it. Every line carries the run's settings, including the
+before appending and readers ignore it; a whole last record without its newline (a file edited by
+hand) is kept. Every line carries the run's settings, including the
 model's full identity (its ``name_or_path`` and, for a fine-tuned model, a hash of its adapter
 weights), and what the item's file held (size, time, sha256): answers of another model, prompt or
 file never pass for this run's.
@@ -16,6 +17,7 @@ import errno
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -221,9 +223,12 @@ def append_line(file: IO[bytes], line: bytes) -> None:
 
 
 def read_lines(data: bytes, path: Path) -> list[ItemResult]:
-    """The records of the complete lines of ``data`` (everything after the last newline is ignored)."""
+    """The records of the lines of ``data``: every line that ends in a newline, and a last line
+    without one if it is a whole record (a file edited by hand or copied); a last line cut off by a
+    killed run does not parse and is ignored."""
+    lines = data.split(b"\n")
     results = []
-    for number, line in enumerate(data.split(b"\n")[:-1], start=1):
+    for number, line in enumerate(lines[:-1], start=1):
         if not line.strip():
             continue
         try:
@@ -233,7 +238,18 @@ def read_lines(data: bytes, path: Path) -> list[ItemResult]:
                 f"{path}, line {number} is not a result of run_dataset ({type(err).__name__}: {err}). The file "
                 "was edited or written by something else: fix or delete that line, or use a new results file."
             ) from None
-    return results
+    last = _whole_record(lines[-1])
+    return results + ([last] if last is not None else [])
+
+
+def _whole_record(line: bytes) -> ItemResult | None:
+    """The record of a line without its newline, or None if it is cut off (or empty)."""
+    if not line.strip():
+        return None
+    try:
+        return ItemResult.from_record(json.loads(line))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def latest(results: Iterable[ItemResult]) -> dict[str, ItemResult]:
@@ -265,11 +281,51 @@ def load_results(path: str | os.PathLike) -> list[ItemResult]:
 
 
 @contextlib.contextmanager
-def open_results(path: Path) -> Iterator[tuple[IO[bytes], list[ItemResult]]]:
-    """The results file, locked for this run and cut back to its last complete line, and its results."""
+def open_results(path: Path, *, wait_s: float = 0.0) -> Iterator[tuple[IO[bytes], list[ItemResult]]]:
+    """The results file, locked for this run and cut back to its last whole line, and its results.
+
+    Another process's lock is waited for up to ``wait_s`` seconds (a merge waits for a short
+    write; a run refuses at once). The lock is held on the file that ``path`` names when it is
+    taken: if another process replaced or removed that file meanwhile, the new one is opened, so
+    no answer is ever appended to a file nobody will read.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        file = _open_for_append(path)
+        locked = try_lock(file.fileno())  # released when the file closes; None: no locks (Windows)
+        if locked is False:
+            file.close()
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            raise RuntimeError(
+                f"Another run is writing {path} right now. Wait for it to finish, or give this run "
+                "another results file."
+            )
+        if same_open_file(file, path):
+            break
+        file.close()  # unlinked (merged) while we waited for its lock: open the file there now
+    with file:
+        file.seek(0)
+        data = file.read()
+        complete = data.rfind(b"\n") + 1
+        if complete < len(data):
+            if _whole_record(data[complete:]) is not None:  # a whole last record without its newline
+                file.seek(0, os.SEEK_END)
+                file.write(b"\n")
+                data += b"\n"
+            else:  # a line cut off by a killed run: drop it, so the item runs again
+                file.truncate(complete)
+                data = data[:complete]
+            file.flush()
+            os.fsync(file.fileno())
+        yield file, read_lines(data, path)
+
+
+def _open_for_append(path: Path) -> IO[bytes]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        file = open(path, "a+b")  # noqa: SIM115 (closed below)
+        return open(path, "a+b")  # noqa: SIM115 (closed by the caller)
     except OSError as err:
         raise PermissionError(
             err.errno,
@@ -277,17 +333,11 @@ def open_results(path: Path) -> Iterator[tuple[IO[bytes], list[ItemResult]]]:
             "folder you can write to (e.g. output_path('results.jsonl')); the answers already in this one "
             "can still be read with load_results.",
         ) from None
-    with file:
-        if try_lock(file.fileno()) is False:  # released when the file closes; no locks on Windows
-            raise RuntimeError(
-                f"Another run is writing {path} right now. Wait for it to finish, or give this run "
-                "another results file."
-            )
-        file.seek(0)
-        data = file.read()
-        complete = data.rfind(b"\n") + 1
-        if complete < len(data):  # a line cut off by a killed run: drop it, so the item runs again
-            file.truncate(complete)
-            file.flush()
-            os.fsync(file.fileno())
-        yield file, read_lines(data[:complete], path)
+
+
+def same_open_file(file: IO[bytes], path: Path) -> bool:
+    """Is the open ``file`` still the one at ``path`` (not removed or replaced since it was opened)?"""
+    try:
+        return os.path.samestat(os.fstat(file.fileno()), os.stat(path))
+    except OSError:
+        return False
