@@ -9,15 +9,23 @@ checked before they get their cache name.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
 import re
+import socket
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+import av
+from PIL import Image, ImageFile, ImageSequence, JpegImagePlugin
+from tqdm.auto import tqdm
 
 from molmo_nb_utils import paths
 
@@ -145,57 +153,145 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
 
+class _Deadline:
+    """The whole download's time limit, kept while anything at all is awaited.
+
+    Why: a socket timeout bounds one wait (30 s), not the download: a server that sends its headers
+    a byte at a time, or stalls in the body, would hold a download far past ``max_seconds``. A
+    timer shuts the connection's sockets when the limit passes, which ends any read waiting on
+    them at once; the download then says which limit it met.
+    """
+
+    def __init__(self, seconds: float | None):
+        self.seconds, self.expired = seconds, False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire) if seconds is not None else None
+        self._end = time.monotonic() + seconds if seconds is not None else None
+
+    def __enter__(self) -> _Deadline:
+        if self._timer is not None:
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def timeout(self) -> float:
+        """Seconds one network operation may wait: 30, or what is left of the limit."""
+        if self._end is None:
+            return _TIMEOUT_S
+        return max(0.01, min(_TIMEOUT_S, self._end - time.monotonic()))
+
+    def passed(self) -> bool:
+        return self.expired or (self._end is not None and time.monotonic() > self._end)
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _watched(base: type[http.client.HTTPConnection], deadline: _Deadline) -> type:
+    """``base`` whose socket the deadline can shut once connected."""
+
+    class Watched(base):
+        def connect(self) -> None:
+            super().connect()
+            deadline.watch(self.sock)
+
+    return Watched
+
+
+class _HttpHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def http_open(self, req):
+        return self.do_open(_watched(http.client.HTTPConnection, self.deadline), req)
+
+
+class _HttpsHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def https_open(self, req):
+        return self.do_open(_watched(http.client.HTTPSConnection, self.deadline), req, context=self._context)
+
+
 def _fetch(
     url: str, out, dest: Path, progress: bool, max_seconds: float | None = None, max_bytes: int | None = None
 ) -> tuple[str, str]:
     """Stream ``url`` into ``out``; return the sha256 of what was written and the Content-Type."""
-    import time
-
-    from tqdm.auto import tqdm
-
-    deadline = time.monotonic() + max_seconds if max_seconds is not None else None
-
     digest = hashlib.sha256()
     received = 0
     total = None
+
+    def too_slow() -> DownloadError:
+        return DownloadError(
+            f"Could not download {url}: it took longer than the limit of {max_seconds:g} s "
+            f"(max_seconds) and had sent {received} bytes{f' of {total}' if total else ''}. Nothing "
+            "was saved. The server or the connection is very slow: try again later, or pass a "
+            "larger max_seconds (None: no limit)."
+        )
+
     # Browsers let people copy URLs with spaces or non-ASCII letters; HTTP needs them %-encoded.
     sendable = re.sub(r"[^\x21-\x7e]+", lambda m: urllib.parse.quote(m.group(), safe=""), url)
     request = urllib.request.Request(sendable, headers={"User-Agent": "molmo-nb-utils"})
-    try:
-        opener = urllib.request.build_opener(_HttpOnlyRedirects)  # per call: proxies come from the env
-        with opener.open(request, timeout=_TIMEOUT_S) as response:
-            content_type = response.headers.get("Content-Type", "")
-            total = int(response.headers.get("Content-Length") or 0) or None
-            if max_bytes is not None and total is not None and total > max_bytes:
-                raise DownloadError(_too_big(url, f"the server announces {total} bytes", max_bytes))
-            with tqdm(
-                total=total,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=dest.name,
-                disable=not progress,
-            ) as bar:
-                while chunk := response.read1(_CHUNK):  # what has arrived, up to _CHUNK
-                    out.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-                    if max_bytes is not None and received > max_bytes:
-                        raise DownloadError(
-                            _too_big(url, f"it had sent {received} bytes and was not done", max_bytes)
-                        )
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise DownloadError(
-                            f"Could not download {url}: it took longer than the limit of {max_seconds:g} s "
-                            f"(max_seconds) and had sent {received} bytes{f' of {total}' if total else ''}. Nothing "
-                            "was saved. The server or the connection is very slow: try again later, or pass a "
-                            "larger max_seconds (None: no limit)."
-                        )
-    except DownloadError:
-        raise
-    except (OSError, http.client.HTTPException) as err:  # URLError, HTTPError, timeouts, resets
-        raise DownloadError(_offline_message(url, dest, _reason(err))) from err
+    with _Deadline(max_seconds) as deadline:
+        try:
+            # per call: proxies come from the env; the handlers let the deadline shut the sockets
+            opener = urllib.request.build_opener(
+                _HttpOnlyRedirects, _HttpHandler(deadline), _HttpsHandler(deadline)
+            )
+            with opener.open(request, timeout=deadline.timeout()) as response:
+                content_type = response.headers.get("Content-Type", "")
+                total = int(response.headers.get("Content-Length") or 0) or None
+                if max_bytes is not None and total is not None and total > max_bytes:
+                    raise DownloadError(_too_big(url, f"the server announces {total} bytes", max_bytes))
+                with tqdm(
+                    total=total,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=dest.name,
+                    disable=not progress,
+                ) as bar:
+                    while chunk := response.read1(_CHUNK):  # what has arrived, up to _CHUNK
+                        out.write(chunk)
+                        digest.update(chunk)
+                        received += len(chunk)
+                        bar.update(len(chunk))
+                        if max_bytes is not None and received > max_bytes:
+                            raise DownloadError(
+                                _too_big(url, f"it had sent {received} bytes and was not done", max_bytes)
+                            )
+                        if deadline.passed():
+                            raise too_slow()
+        except DownloadError:
+            raise
+        except (OSError, http.client.HTTPException) as err:  # URLError, HTTPError, timeouts, resets
+            if deadline.passed():
+                raise too_slow() from None
+            raise DownloadError(_offline_message(url, dest, _reason(err))) from err
+        if deadline.passed():  # a shut socket reads as the end of the body: it was not
+            raise too_slow()
     if total is not None and received != total:
         # urllib does not complain when a server closes the connection early; we must.
         raise DownloadError(
@@ -277,17 +373,29 @@ def sniff_kind(head: bytes) -> str | None:
 
 
 def _image_problem(path: Path) -> str | None:
-    """Why Pillow cannot decode every frame of the image, or None."""
-    from PIL import Image, ImageFile, ImageSequence
+    """Why Pillow cannot decode every frame of the image, or None.
 
+    JPEG pictures (an MPO holds several) are decoded at 1/8 scale: libjpeg still reads every byte
+    (a cut shows) without the full pixels in memory. A JPEG past Pillow's own size limit (a 200 MP
+    phone photo), which ``Image.open`` refuses, is read by Pillow's JPEG reader itself.
+    """
     # molmo_utils turns this on for the whole process; here a cut-off image must fail.
     saved, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
     try:
-        with Image.open(path) as image:
+        try:
+            image = Image.open(path)
+        except Image.DecompressionBombError:
+            with open(path, "rb") as f:
+                if f.read(3) != b"\xff\xd8\xff":
+                    raise  # complete, but too large to open safely: Pillow's message says what to do
+            image = JpegImagePlugin.JpegImageFile(path)
+        with image:
             for frame in ImageSequence.Iterator(image):
+                if frame.format in ("JPEG", "MPO"):
+                    frame.draft("RGB", (max(1, frame.size[0] // 8), max(1, frame.size[1] // 8)))
                 frame.load()
     except Image.DecompressionBombError:
-        raise  # complete, but too large to open safely: Pillow's message says what to do
+        raise
     except Exception as err:  # broken files raise many types (OSError, SyntaxError, IndexError...)
         return str(err) or type(err).__name__
     finally:
@@ -305,8 +413,6 @@ def _video_problem(path: Path) -> str | None:
     every frame, and Matroska states no frame count: what catches those is that MP4/MOV boxes, AVI
     chunks and the Matroska Segment state their own sizes, which then run past the end of the file.
     """
-    import av
-
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:

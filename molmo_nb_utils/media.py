@@ -52,7 +52,7 @@ import av
 import numpy as np
 import psutil
 from molmo_utils.vision_process import sample_times
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from molmo_nb_utils.checks import positive_int
 from molmo_nb_utils.downloads import download, local_path, sniff_kind
@@ -77,9 +77,9 @@ DEFAULT_MAX_FRAMES = 384
 TRACKING_FPS = 8.0
 
 # Images up to this many pixels load in full: a 50 MP phone photo (8160x6120) does, a 108 MP one
-# (12000x9000) too. Beyond it a JPEG is decoded at 1/2, 1/4 or 1/8 scale (libjpeg does that while
-# decoding, so the full image is never in memory) up to Pillow's own limit (about 179 MP), where Pillow
-# refuses it on opening; other formats are refused: a 560 KB PNG of
+# (12000x9000) too. Beyond it a JPEG (or MPO) is decoded at 1/2, 1/4 or 1/8 scale (libjpeg does that
+# while decoding, so the full image is never in memory): a 200 MP phone photo loads at 1/2. Other formats
+# are refused (past Pillow's own limit, about 179 MP, Pillow refuses them on opening): a 560 KB PNG of
 # 12000x12000 would otherwise take gigabytes. Molmo2 itself sees at most a few 378 px crops.
 MAX_IMAGE_PIXELS = 120_000_000
 # Share of the available memory the decoded frames of one video may take; the processor, the model
@@ -114,7 +114,7 @@ def load_image(src: str | os.PathLike | bytes | Image.Image) -> Image.Image:
 
 def _open_image(fp: Path | io.BytesIO, name: str) -> Image.Image:
     try:
-        with warnings.catch_warnings(), Image.open(fp) as image:
+        with warnings.catch_warnings(), _open(fp) as image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # ours is MAX_IMAGE_PIXELS
             _limit_pixels(image, name)  # reads the header only: nothing is decoded yet
             image.load()
@@ -146,12 +146,30 @@ def _too_large(name: str, size: str, *, jpeg_hint: bool = True) -> str:
     )
 
 
+def _open(fp: Path | io.BytesIO) -> Image.Image:
+    """The image, opened (header only). A JPEG is opened by Pillow's JPEG reader itself.
+
+    Why: ``Image.open`` refuses anything past twice Pillow's limit (about 179 MP) before a reduced
+    decode can be asked for, and phones shoot 200 MP JPEGs (16320x12240). The JPEG reader reads the
+    header without that check; ``_limit_pixels`` then sets the scale, our own limit. An MPO (the
+    multi-picture JPEG of many cameras) is read as its first picture, the photo itself.
+    """
+    if isinstance(fp, Path):
+        with open(fp, "rb") as f:
+            head = f.read(3)
+    else:
+        head = fp.getvalue()[:3]
+    if head == b"\xff\xd8\xff":
+        return JpegImagePlugin.JpegImageFile(fp)
+    return Image.open(fp)
+
+
 def _limit_pixels(image: Image.Image, name: str) -> None:
     """Past MAX_IMAGE_PIXELS: ask libjpeg for a 1/2, 1/4 or 1/8 scale decode, or refuse (other formats)."""
     width, height = image.size
     if width * height <= MAX_IMAGE_PIXELS:
         return
-    if image.format == "JPEG":
+    if image.format in ("JPEG", "MPO"):  # an MPO's pictures are JPEGs
         scale = next((s for s in (2, 4, 8) if (width // s) * (height // s) <= MAX_IMAGE_PIXELS), 8)
         image.draft("RGB", (math.ceil(width / scale), math.ceil(height / scale)))
         if image.size[0] * image.size[1] <= MAX_IMAGE_PIXELS:

@@ -91,6 +91,23 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
                     self.wfile.write(block)
                     self.wfile.flush()
                     time.sleep(pause)
+        elif route == "slowheaders":  # the status line, then a header a byte at a time
+            self.wfile.write(b"HTTP/1.0 200 OK\r\n")
+            deadline = time.monotonic() + 20  # bounded, even if the client never gives up
+            with contextlib.suppress(OSError):
+                while time.monotonic() < deadline:
+                    self.wfile.write(b"X")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+                self.wfile.write(b": 1\r\nContent-Length: 0\r\n\r\n")  # and no body
+        elif route == "hang":  # half the body, then nothing until the test ends
+            data = self._file(name)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.server.release.wait(60)
         elif route == "huge":
             self.send_response(200)
             self.send_header("Content-Length", str(10**10))
@@ -520,25 +537,33 @@ def test_fetch_unknown_asset_lists_names():
 
 
 def test_a_trickling_server_stops_at_the_time_limit_and_says_so(server, tmp_path):
-    start = time.monotonic()
     with pytest.raises(
         DownloadError, match=r"took longer than the limit of 1 s \(max_seconds\).*Nothing was saved"
-    ):
+    ):  # the server trickles for 20 s: only the limit can stop the download before it ends
         download(
             f"{server.url}/trickle/slow.bin", cache_dir=tmp_path / "cache", progress=False, max_seconds=1
         )
-    assert time.monotonic() - start < 10
+    assert no_files(tmp_path / "cache")
+
+
+@pytest.mark.parametrize("route", ["slowheaders", "hang"])
+def test_the_time_limit_holds_while_headers_trickle_and_while_the_body_stalls(server, tmp_path, route):
+    """Without the deadline, headers a byte at a time end in 20 s with an empty body, and a stalled body waits for
+    the 30 s socket timeout and says "offline": neither says the limit was met."""
+    (server.root / "photo.bin").write_bytes(BODY)
+    with pytest.raises(DownloadError, match=r"took longer than the limit of 1 s \(max_seconds\)"):
+        download(
+            f"{server.url}/{route}/photo.bin", cache_dir=tmp_path / "cache", progress=False, max_seconds=1
+        )
     assert no_files(tmp_path / "cache")
 
 
 def test_an_endless_body_stops_at_the_size_limit_and_says_so(server, tmp_path):
-    start = time.monotonic()
     with pytest.raises(DownloadError, match=r"more than the limit of 1000000 bytes \(max_bytes\)") as err:
         download(
             f"{server.url}/endless/big.bin", cache_dir=tmp_path / "cache", progress=False, max_bytes=10**6
         )
     assert "offline" not in str(err.value) and "Without network" not in str(err.value)
-    assert time.monotonic() - start < 10
     assert no_files(tmp_path / "cache")
 
 
@@ -557,3 +582,18 @@ def test_an_announced_size_over_the_limit_is_refused_before_reading(server, tmp_
 def test_bad_limits_are_refused(tmp_path, bad):
     with pytest.raises(ValueError, match="must be a number > 0, or None"):
         download("http://127.0.0.1:9/x.bin", cache_dir=tmp_path, max_seconds=bad)
+
+
+def test_a_jpeg_past_pillows_own_limit_downloads_and_a_cut_one_does_not(server, tmp_path, monkeypatch):
+    """A 200 MP phone photo is past twice Pillow's limit; here 400x300 past 2 x 50,000 pixels."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(
+        buffer, "JPEG"
+    )
+    (server.root / "phone.jpg").write_bytes(buffer.getvalue())
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)
+    path = download(f"{server.url}/phone.jpg", cache_dir=tmp_path / "cache", progress=False)
+    assert path.read_bytes() == buffer.getvalue()
+    with pytest.raises(DownloadError, match="did not deliver a complete image"):
+        download(f"{server.url}/close/phone.jpg?keep=0.6", cache_dir=tmp_path / "cut", progress=False)
+    assert no_files(tmp_path / "cut")

@@ -672,3 +672,29 @@ def test_past_the_limit_a_jpeg_is_decoded_at_a_reduced_scale(tmp_path, monkeypat
         load_image(png)
     with pytest.raises(ValueError, match="the given bytes .* too large to load"):
         load_image(png.read_bytes())
+
+
+def test_a_jpeg_past_pillows_own_limit_is_decoded_at_a_reduced_scale(tmp_path, monkeypatch):
+    """A 200 MP phone JPEG (16320x12240) is past twice Pillow's limit: scaled here as 400x300 past 2 x 50000."""
+    path = tmp_path / "phone_200mp.jpg"
+    Image.new("RGB", (400, 300), (30, 200, 30)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)  # Image.open refuses past 100,000 pixels
+    monkeypatch.setattr(media, "MAX_IMAGE_PIXELS", 40_000)  # ours: 1/2 scale (200x150 = 30,000) fits
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(path)  # what load_image met first
+    image = load_image(path)
+    assert image.size == (200, 150) and image.getpixel((100, 75))[1] > 180
+    assert load_image(path.read_bytes()).size == (200, 150)
+
+
+def test_an_mpo_jpeg_is_read_as_its_first_picture_at_a_reduced_scale(tmp_path, monkeypatch):
+    """Cameras and phones write multi-picture JPEGs (MPO), which Pillow names "MPO", not "JPEG"."""
+    path = tmp_path / "camera.jpg"
+    first, second = Image.new("RGB", (400, 300), (200, 30, 30)), Image.new("RGB", (160, 120), (0, 0, 200))
+    first.save(path, format="MPO", save_all=True, append_images=[second])
+    with Image.open(path) as opened:
+        assert opened.format == "MPO" and opened.n_frames == 2
+    assert load_image(path).size == (400, 300)
+    monkeypatch.setattr(media, "MAX_IMAGE_PIXELS", 10_000)  # 1/4 scale fits
+    image = load_image(path)
+    assert image.size == (100, 75) and image.getpixel((50, 40))[0] > 180  # the first picture
