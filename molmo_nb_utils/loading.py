@@ -3,11 +3,13 @@
 transformers 5 ships ``Molmo2ForConditionalGeneration`` and ``Molmo2Processor``, so no
 ``trust_remote_code`` is needed. The model id comes from one place, the environment variable
 ``MOLMO_MODEL_ID`` (default ``allenai/Molmo2-4B``): CI points it at a tiny random model and the
-very same notebooks run.
+very same notebooks run. The name ``tiny`` means that tiny random model (``molmo_nb_utils.tiny``),
+built on first use, so ``load_model("tiny")`` and ``MOLMO_MODEL_ID=tiny`` work offline anywhere.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import sys
@@ -16,7 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+import transformers
+from huggingface_hub import try_to_load_from_cache
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
+
+from molmo_nb_utils.memory import choose_quantization, gpu_budget_gb
 from molmo_nb_utils.paths import REPO_ROOT
+from molmo_nb_utils.tiny import TINY_NAME, TinyModelError, build_tiny_molmo2, tiny_model_dir
 from molmo_nb_utils.vision_chunks import VISION_CHUNK, check_vision_chunk, chunk_vision
 
 DEFAULT_MODEL_ID = "allenai/Molmo2-4B"
@@ -48,8 +57,6 @@ class Hardware:
 
 def detect_hardware() -> Hardware:
     """bf16 on GPUs that support it, fp16 on those that don't (Colab's T4), fp32 on CPU."""
-    import torch
-
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         bf16 = torch.cuda.is_bf16_supported()
@@ -61,9 +68,6 @@ def detect_hardware() -> Hardware:
 
 def hardware_report() -> str:
     """A few lines for the top of a notebook: versions, GPU, dtype and what is practical."""
-    import torch
-    import transformers
-
     hw = detect_hardware()
     lines = [
         f"Python {sys.version.split()[0]}, torch {torch.__version__}, transformers {transformers.__version__}",
@@ -75,7 +79,7 @@ def hardware_report() -> str:
             lines.append("This GPU has no bfloat16, so the model runs in float16.")
     else:
         lines.append("No GPU found: running on the CPU in float32.")
-        if Path(model_id()).is_dir():
+        if model_id() == TINY_NAME or Path(model_id()).is_dir():
             lines.append(
                 "The model is a local folder (the tiny test model?): every cell will run, answers are noise."
             )
@@ -103,8 +107,24 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def _tiny_folder() -> Path:
+    """The tiny random model for the name ``tiny``, built there first if it is missing (seconds, offline)."""
+    folder = tiny_model_dir()
+    if not (folder / "config.json").is_file():
+        print(f"Building the tiny random Molmo2 in {folder} (once, offline; its answers are noise).")
+    try:
+        return build_tiny_molmo2(folder)
+    except (TinyModelError, OSError) as err:
+        raise ModelLoadError(
+            f"'tiny' means the tiny random model in {folder}, which could not be built there: {err} "
+            "Build it elsewhere with python -m molmo_nb_utils.tiny FOLDER and set MOLMO_MODEL_ID to FOLDER."
+        ) from None
+
+
 def _resolve(name: str) -> tuple[str, bool]:
     """Return (what to pass to from_pretrained, local_files_only), or raise ModelLoadError."""
+    if name.strip() == TINY_NAME and not Path(name).is_dir():  # a folder called "tiny" here stays a folder
+        return str(_tiny_folder()), True
     path = Path(name).expanduser()
     if not path.is_dir() and not path.is_absolute() and (REPO_ROOT / path).is_dir():
         path = REPO_ROOT / path  # notebooks run in notebooks/, paths in the README are from the repo root
@@ -119,40 +139,32 @@ def _resolve(name: str) -> tuple[str, bool]:
     if looks_like_path:
         raise ModelLoadError(
             f"{name!r} is neither a model folder on this machine nor a Hub model id like 'allenai/Molmo2-4B'. "
-            "Check the path, or set MOLMO_MODEL_ID to a Hub id or to a folder with config.json."
+            "Check the path, or set MOLMO_MODEL_ID to a Hub id, to a folder with config.json, or to 'tiny' "
+            "(a tiny random model built offline: every cell runs, answers are noise)."
         )
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
     if offline or not _hub_reachable():
-        from huggingface_hub import try_to_load_from_cache
-
         if isinstance(try_to_load_from_cache(name, "config.json"), str):
             return name, True
         raise ModelLoadError(
             f"Cannot load {name!r}: the Hugging Face Hub is not reachable from this machine "
             f"({'HF_HUB_OFFLINE is set' if offline else 'no network'}) and the model is not in the local cache. "
             "Connect to the internet and run again, or download it elsewhere and set MOLMO_MODEL_ID to its folder. "
-            "To try the notebooks offline, build the tiny random model: "
-            "python -m molmo_nb_utils.tiny downloaded_data/tiny-molmo2 and set "
-            "MOLMO_MODEL_ID=downloaded_data/tiny-molmo2."
+            "To try the notebooks offline, set MOLMO_MODEL_ID=tiny (a tiny random model, built on first use)."
         )
     return name, False
 
 
 def _quantization_config(quantization: str, dtype):
-    import torch
-
     if not torch.cuda.is_available():
         raise ModelLoadError(
             f"{quantization} loading needs a CUDA GPU (bitsandbytes), and none was found. "
             "Load without quantization on this machine, or switch to a GPU runtime."
         )
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("bitsandbytes") is None:  # transformers imports it when it loads
         raise ModelLoadError(
             f"{quantization} loading needs bitsandbytes: pip install bitsandbytes, then restart the kernel."
-        ) from None
-    from transformers import BitsAndBytesConfig
+        )
 
     # The vision tower and the adapter are small and sensitive to quantization: keep them (and the
     # lm head) in 16-bit. These are the native model's module names (the remote code's was
@@ -170,10 +182,6 @@ def _quantization_config(quantization: str, dtype):
 
 
 def _auto_quantization(source: str, local_only: bool, hw: Hardware) -> str | None:
-    from transformers import AutoConfig
-
-    from molmo_nb_utils.memory import choose_quantization, gpu_budget_gb
-
     if hw.device != "cuda":
         return None
     config = AutoConfig.from_pretrained(source, local_files_only=local_only)
@@ -190,7 +198,7 @@ def load_model(
     device: str | None = None,
     vision_chunk: int | None = VISION_CHUNK,
 ):
-    """Load ``(model, processor)`` for a Hub id or a local folder (default: ``model_id()``).
+    """Load ``(model, processor)`` for a Hub id, a local folder or ``"tiny"`` (default: ``model_id()``).
 
     The dtype follows the hardware unless given ("bfloat16", "float16", "float32"); the released
     checkpoints are stored in float32, so leaving it to "auto" would double the memory.
@@ -200,9 +208,6 @@ def load_model(
     (``vision_chunks.chunk_vision``): the same answers, and a peak set by the chunk instead of the whole
     video; None encodes them all at once, as transformers does.
     """
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
     check_vision_chunk(vision_chunk, "vision_chunk")  # before a long download
     name = str(name) if name is not None else model_id()
     source, local_only = _resolve(name)
@@ -244,13 +249,9 @@ def _load_part(auto_class, what: str, name: str | os.PathLike | None):
 
 def load_processor(name: str | os.PathLike | None = None):
     """Only the processor (tokenizer, image and video settings): enough to count tokens, no weights."""
-    from transformers import AutoProcessor
-
     return _load_part(AutoProcessor, "processor", name)
 
 
 def load_model_config(name: str | os.PathLike | None = None):
     """Only the model's config (a few KB): what the memory planner needs, no weights."""
-    from transformers import AutoConfig
-
     return _load_part(AutoConfig, "config", name)

@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from molmo_nb_utils.paths import REPO_ROOT
+
 # Molmo2's special tokens, in the order the released checkpoints number them.
 MEDIA_TOKENS = [
     "<im_start>",
@@ -334,6 +336,20 @@ def build_tiny_molmo2(path: str | Path, *, seed: int = 0, overwrite: bool = Fals
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+# ``load_model("tiny")`` and ``MOLMO_MODEL_ID=tiny`` mean the tiny model in ``tiny_model_dir()``.
+TINY_NAME = "tiny"
+
+
+def tiny_model_dir() -> Path:
+    """Where ``"tiny"`` lives: ``downloaded_data/tiny-molmo2`` in a checkout (where ``make tiny`` builds it),
+    else a per-user cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``), so an installed package never
+    writes into site-packages."""
+    if (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "molmo_nb_utils").is_dir():
+        return REPO_ROOT / "downloaded_data" / "tiny-molmo2"
+    cache = os.environ.get("XDG_CACHE_HOME", "").strip() or "~/.cache"
+    return Path(cache).expanduser() / "molmo_nb_utils" / "tiny-molmo2"
 
 
 def main(argv: list[str] | None = None) -> int:

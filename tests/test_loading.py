@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from molmo_nb_utils import loading
+from molmo_nb_utils import loading, tiny
 from molmo_nb_utils.loading import ModelLoadError, load_model
 from molmo_nb_utils.tiny import build_tiny_molmo2
 
@@ -157,3 +157,36 @@ def test_vision_encoding_is_chunked_by_default(tiny_model_path):
     assert vision_chunk_size(model) is None
     with pytest.raises(ValueError, match="vision_chunk must be >= 1"):
         load_model("no/such-model-anywhere", vision_chunk=0)  # refused before any look-up
+
+
+def test_the_name_tiny_builds_the_tiny_model_where_missing_and_loads_it(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "cache" / "tiny-molmo2"
+    monkeypatch.setattr(loading, "tiny_model_dir", lambda: folder)
+    monkeypatch.setenv("MOLMO_MODEL_ID", "tiny")
+    model, processor = load_model()  # plain Python: no make, no folder yet
+    assert model.config.model_type == "molmo2" and type(processor).__name__ == "Molmo2Processor"
+    assert (folder / "config.json").is_file()
+    assert "Building the tiny random Molmo2" in capsys.readouterr().out
+    built = (folder / "model.safetensors").stat().st_mtime_ns
+    assert loading.load_model_config("tiny").model_type == "molmo2"
+    assert (folder / "model.safetensors").stat().st_mtime_ns == built  # reused, not rebuilt
+    assert "Building" not in capsys.readouterr().out
+
+
+def test_the_name_tiny_never_replaces_files_it_did_not_write(tmp_path, monkeypatch):
+    folder = tmp_path / "tiny-molmo2"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    monkeypatch.setattr(loading, "tiny_model_dir", lambda: folder)
+    with pytest.raises(ModelLoadError, match="could not be built there.*python -m molmo_nb_utils.tiny"):
+        load_model("tiny")
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"] and (
+        folder / "notes.txt"
+    ).read_text() == "mine"
+
+
+def test_tiny_lives_in_the_checkout_or_else_in_the_user_cache(tmp_path, monkeypatch):
+    assert tiny.tiny_model_dir() == tiny.REPO_ROOT / "downloaded_data" / "tiny-molmo2"
+    monkeypatch.setattr(tiny, "REPO_ROOT", tmp_path / "site-packages")  # an installed package
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert tiny.tiny_model_dir() == tmp_path / "cache" / "molmo_nb_utils" / "tiny-molmo2"
