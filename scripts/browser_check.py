@@ -33,6 +33,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+from PIL import Image
+
+from molmo_nb_utils.paths import INPUT_DIR
+from molmo_nb_utils.tiny import build_tiny_molmo2
+
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 
@@ -215,15 +220,22 @@ def free_port() -> int:
 
 def upload_files(folder: Path) -> None:
     """What a reader might upload: a landscape and a portrait photo, and a phone video stored sideways."""
-    from PIL import Image
-
-    from molmo_nb_utils.paths import INPUT_DIR
-
     with Image.open(INPUT_DIR / "cat.jpg") as cat:
         cat.resize((cat.width * 3, cat.height * 3)).save(folder / "landscape.jpg")
     with Image.open(INPUT_DIR / "astronaut.jpg") as astronaut:
         astronaut.crop((100, 0, 388, 512)).resize((682, 1213)).save(folder / "portrait.jpg")
     shutil.copy(INPUT_DIR / "bunny_phone.mp4", folder / "phone_clip.mp4")
+
+
+def missing_tools(python: str) -> list[str]:
+    """What this check needs and does not find, each with how to install it (it is no lesson's fault)."""
+    missing = []
+    if not Path(CHROMIUM).exists():
+        missing.append(f"Chromium ({CHROMIUM}): apt install chromium")
+    found = subprocess.run([python, "-c", "import playwright.sync_api"], capture_output=True)
+    if found.returncode:
+        missing.append(f"Playwright for {python}: {python} -m pip install playwright")
+    return missing
 
 
 def main() -> int:
@@ -232,15 +244,17 @@ def main() -> int:
     parser.add_argument("--python", default=sys.executable, help="a Python with playwright installed")
     parser.add_argument("--out", default=str(REPO / "downloaded_data" / "outputs" / "browser_check"))
     args = parser.parse_args()
-    if not Path(CHROMIUM).exists():
-        raise SystemExit(f"{CHROMIUM} not found: apt install chromium")
+    missing = missing_tools(args.python)
+    if missing:
+        raise SystemExit(
+            "The browser check needs Chromium and Playwright, which are not in requirements.txt (a maintainer's "
+            "check); no notebook was run. Missing:\n  " + "\n  ".join(missing)
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     with tempfile.TemporaryDirectory() as tmp:
         if not env.get("MOLMO_MODEL_ID"):
-            from molmo_nb_utils.tiny import build_tiny_molmo2
-
             env["MOLMO_MODEL_ID"] = str(build_tiny_molmo2(Path(tmp) / "tiny-molmo2"))
         workdir, uploads = Path(tmp) / "lab", Path(tmp) / "uploads"
         workdir.mkdir()
