@@ -28,6 +28,12 @@ from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES, frame_times, p
 from molmo_nb_utils.vision_chunks import VISION_CHUNK, check_vision_chunk
 
 GIB = 2**30
+# The one budget for a free Colab T4 (README, 06, 09; planning on a machine without a GPU). NVIDIA sells it as
+# 16 GB; with ECC on, as on Colab, CUDA reports 15,843,721,216 bytes ("15110 MBytes" in a published T4
+# deviceQuery, not measured here: no T4 in this project's CI). That is 14.76 GiB (2**30 bytes, the unit
+# torch.cuda and these estimates use), or 15.8 GB (10**9 bytes), and the whole estimate must fit in it.
+T4_MEMORY_BYTES = 15_843_721_216
+T4_GIB = T4_MEMORY_BYTES / GIB
 # Crops per image that the vision encoder takes together whatever the chunk: the high-resolution crops at the
 # released max_crops (their pooling windows overlap, see vision_chunks).
 IMAGE_CROPS = 8
