@@ -69,6 +69,8 @@ from molmo_nb_utils.media import (
 )
 from molmo_nb_utils.memory import (
     KNOWN_CONFIGS,
+    T4_GIB,
+    T4_MEMORY_BYTES,
     count_parameters,
     count_prompt_tokens,
     estimate_memory,
@@ -134,6 +136,8 @@ __all__ = [
     "format_points",
     "frame_grid",
     "gpu_budget_gb",
+    "T4_GIB",
+    "T4_MEMORY_BYTES",
     "group_by_id",
     "group_by_image",
     "hardware_report",
