@@ -178,46 +178,36 @@ def setup_cell(catalog: dict, entry: dict) -> str:
     """The source of a notebook's Colab set-up cell: clone, install what Colab lacks, stop on failure.
 
     Why this shape: on Colab a failed ``!git clone`` or ``%pip`` only prints, so "Run all" went on and the
-    next cell failed with ``ModuleNotFoundError``; here a failure raises, with git's or pip's own message.
+    next cell failed with ``ModuleNotFoundError``; here each step raises, with git's or pip's own message.
     The package goes in with ``--no-deps`` (its dependencies list Colab's own torch, numpy and OpenCV), and
     then only the packages Colab lacks, with bounds that keep what Colab has where it is good enough.
     ``sys.path`` gets the clone for this session (a new editable install is seen only after a restart).
+    Short on purpose: it is the first code a reader meets in every lesson.
     """
     repository, branch = catalog["repository"], catalog["branch"]
     packages = [*catalog["colab_packages"], *entry.get("colab_extras", [])]
-    folder = f"/content/{repository.split('/')[1]}"
-    listed = ", ".join(f'"{p}"' for p in packages)
-    if len(listed) > 95:  # one per line, so the cell stays readable
-        listed = "".join(f'\n    "{p}",' for p in packages) + "\n"
-    return f"""{SETUP_MARK} fetch this collection and install what Colab lacks; elsewhere this cell does nothing.
-# `make readme` writes this cell from notebooks/catalog.json: change the catalog, not the cell.
+    listed = f'packages = "{" ".join(packages)}"'
+    if len(listed) > 106 and len(listed) <= 106 + 7:  # as ruff format writes it: in brackets, if that fits
+        listed = f"packages = (\n        {listed[11:]}\n    )"
+    return f"""{SETUP_MARK} fetch this collection and install what Colab lacks; elsewhere it does nothing.
+# Written by `make readme` from notebooks/catalog.json: change the catalog, not this cell.
 import os
 import subprocess
 import sys
 
-REPOSITORY, BRANCH = "https://github.com/{repository}", "{branch}"
-PACKAGES = [{listed}]
 if "google.colab" in sys.modules:
-    folder = "{folder}"
-    steps = [] if os.path.isdir(f"{{folder}}/.git") else [(
-        ["git", "clone", "-q", "--depth", "1", "--branch", BRANCH, REPOSITORY, folder],
-        f"Could not clone {{REPOSITORY}} (branch {{BRANCH}}): is the runtime online, and is the repository "
-        "public under that name? (Maintainers set it in notebooks/catalog.json, then run `make readme`.)",
-    )]
-    steps += [
-        ([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", folder],
-         f"Could not install the helper package from {{folder}}."),
-        ([sys.executable, "-m", "pip", "install", "-q", *PACKAGES],
-         f"Could not install {{', '.join(PACKAGES)}}: is the runtime online?"),
-    ]
-    print(f"Fetching {{REPOSITORY}} and installing {{', '.join(PACKAGES)}} ...")
-    env = {{**os.environ, "GIT_TERMINAL_PROMPT": "0"}}  # fail at once, never wait for a password
-    for command, problem in steps:
-        done = subprocess.run(command, capture_output=True, text=True, env=env)
-        if done.returncode != 0:
-            raise RuntimeError(f"{{problem}} Then run this cell again. It said:\\n{{done.stderr.strip()[-2000:]}}")
-    if folder not in sys.path:
-        sys.path.insert(0, folder)"""
+    {listed}
+    url, folder = "https://github.com/{repository}", "/content/{repository.split("/")[1]}"
+    pip, env = [sys.executable, "-m", "pip", "install", "-q"], {{**os.environ, "GIT_TERMINAL_PROMPT": "0"}}
+    steps = {{
+        f"clone {{url}}": ["git", "clone", "-q", "--depth=1", "-b", "{branch}", url, folder],
+        "install the helper package": [*pip, "--no-deps", "-e", folder],
+        "install what Colab lacks": [*pip, *packages.split()],
+    }}
+    for what, command in list(steps.items())[os.path.isdir(f"{{folder}}/.git") :]:  # a failure stops "Run all"
+        if (done := subprocess.run(command, capture_output=True, text=True, env=env)).returncode:
+            raise RuntimeError(f"Could not {{what}}; online? Then rerun this cell.\\n{{done.stderr}}")
+    sys.path.insert(0, folder)  # importable now; an editable install is seen only after a restart"""
 
 
 def render_table(catalog: dict, checks: dict) -> str:

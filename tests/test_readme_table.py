@@ -318,8 +318,8 @@ def test_write_notebooks_rewrites_only_the_badge_and_the_set_up_cell(tmp_path):
         "What it teaches."
     )
     setup = after.cells[2].source
-    assert '"https://github.com/someone/repo", "dev"' in setup and '"/content/repo"' in setup
-    assert 'PACKAGES = ["molmo-utils>=0.0.1", "peft>=0.18"]' in setup  # the catalog's, plus 01's extra
+    assert '"https://github.com/someone/repo", "/content/repo"' in setup and '"-b", "dev"' in setup
+    assert 'packages = "molmo-utils>=0.0.1 peft>=0.18"' in setup  # the catalog's, plus 01's extra
     assert [c.source for c in after.cells[1:2] + after.cells[3:]] == [
         c.source for c in before.cells[1:2] + before.cells[3:]
     ]
