@@ -30,6 +30,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from molmo_nb_utils.grounding import Point, group_by_time, snap_times, time_to_frame
+from molmo_nb_utils.media import FramePlan
 
 # Pointing threshold as a fraction of the image diagonal. Our choice, not the paper's: Molmo2's
 # evaluation counts a point as correct when it falls inside the object's segmentation mask, and
@@ -274,27 +275,60 @@ class GroundTruth:
             frames.setdefault(time_to_frame(p.time, self.fps), []).append(p)
         return frames
 
+    def plan_at(self, times: Iterable[float]) -> FramePlan:
+        """A frame plan for bare sample times: each time on its nearest frame (``time_to_frame``).
+
+        Only for times typed by hand; a run's own plan (``plan_frames``, ``ItemResult.plan``) says
+        which frame each time showed.
+        """
+        times = tuple(float(t) for t in times)
+        indices = tuple(time_to_frame(t, self.fps, self.num_frames) for t in times)
+        return FramePlan(times, indices, (self.width, self.height))
+
     def at(self, times: Iterable[float]) -> list[Point]:
-        """The truth at the given times, each on its nearest frame (``time_to_frame``)."""
-        times = [float(t) for t in times]
-        return self.at_frames([time_to_frame(t, self.fps, self.num_frames) for t in times], times)
+        """The truth at bare sample times, each on its nearest frame: ``at_plan(plan_at(times))``."""
+        return self.at_plan(self.plan_at(times))
 
     def at_frames(self, indices: Sequence[int], times: Sequence[float]) -> list[Point]:
-        """The truth on the given frame indices, labelled with the given times (one per index).
-
-        Use the indices of the frames the model was shown: a sample time need not round to its
-        frame (at 29.97 fps the sample at 0.5 s shows frame 14, while round(0.5 * 29.97) = 15).
-        """
+        """The truth on the given frame indices, labelled with the given times: ``at_plan`` of that plan."""
         if len(indices) != len(times):
             raise ValueError(f"{len(indices)} frame indices but {len(times)} times: give one time per frame")
+        plan = FramePlan(
+            tuple(float(t) for t in times), tuple(int(i) for i in indices), (self.width, self.height)
+        )
+        return self.at_plan(plan)
+
+    def at_plan(self, plan: FramePlan) -> list[Point]:
+        """The truth at the frames shown: every object on frame ``plan.indices[k]``, at time ``plan.times[k]``.
+
+        The one place truth is put on the frames a model saw (scoring, worked answers, training
+        targets). The frame indices are the plan's, not recomputed from the times: a sample time
+        need not round to its frame (at 29.97 fps the sample at 0.5 s shows frame 14, while
+        round(0.5 * 29.97) = 15). A time repeated in the plan is one prompt entry: its first frame
+        is kept.
+        """
+        if not isinstance(plan, FramePlan):
+            raise TypeError(
+                f"at_plan takes a FramePlan (plan_frames(video), ItemResult.plan, VideoFrames.plan), "
+                f"got {type(plan).__name__}"
+            )
+        if tuple(plan.size) != (self.width, self.height):
+            raise ValueError(
+                f"the frames shown are {plan.size[0]}x{plan.size[1]}, but this truth is for a "
+                f"{self.width}x{self.height} video: is it the right truth file?"
+            )
         frames = self._by_frame()
-        out = []
-        for index, t in zip(indices, times, strict=True):
+        out: list[Point] = []
+        seen: set[float] = set()
+        for index, t in zip(plan.indices, plan.times, strict=True):
             if not 0 <= index < self.num_frames:
                 raise ValueError(
                     f"frame index {index} is outside this video's frames 0..{self.num_frames - 1}: "
                     "were the frames sampled from another video?"
                 )
+            if t in seen:
+                continue
+            seen.add(t)
             out.extend(Point(p.id, p.x, p.y, time=float(t)) for p in frames.get(index, []))
         return out
 
@@ -387,23 +421,14 @@ class TrackScore:
         return "\n".join(lines)
 
 
-def _samples(frames: Any, truth: GroundTruth) -> list[tuple[float, int]]:
-    """(time, frame index) of each sampled frame, in time order, one per time."""
-    indices = getattr(frames, "indices", None)
-    if indices is not None:
-        times = [float(t) for t in frames.timestamps]
-        if len(indices) != len(times):
-            raise ValueError(f"frames has {len(indices)} indices but {len(times)} timestamps")
-        indices = [int(i) for i in indices]
-    else:
-        times = [float(t) for t in frames]
-        indices = [time_to_frame(t, truth.fps, truth.num_frames) for t in times]
-    if not times:
+def _plan(frames: Any, truth: GroundTruth) -> FramePlan:
+    """The frames shown, as a plan: a ``FramePlan``, anything carrying one (``VideoFrames``), or bare times."""
+    plan = frames if isinstance(frames, FramePlan) else getattr(frames, "plan", None)
+    if plan is None:
+        plan = truth.plan_at(frames)
+    if not plan.times:
         raise ValueError("no sampled frames: pass the frames (or times) the model was shown")
-    samples: dict[float, int] = {}
-    for t, i in zip(times, indices, strict=True):
-        samples.setdefault(t, i)  # a repeated time is one prompt entry: keep its first frame
-    return sorted(samples.items())
+    return plan
 
 
 def score_points(
@@ -424,10 +449,10 @@ def score_points(
     if radius is None:
         radius = distance_threshold(truth.width, truth.height)
     _check_distance(radius, "radius")
-    samples = _samples(frames, truth)
-    sample_times = [t for t, _ in samples]
+    plan = _plan(frames, truth)
+    sample_times = sorted(set(plan.times))
     predicted_by_time = group_by_time(snap_times(predicted, sample_times))
-    truth_by_time = group_by_time(truth.at_frames([i for _, i in samples], sample_times))
+    truth_by_time = group_by_time(truth.at_plan(plan))
     hits = truth_count = false_points = 0
     errors: list[float] = []
     hit_ids: dict[int, list[int]] = {}  # true object id -> predicted id of each hit, in time order
@@ -445,7 +470,7 @@ def score_points(
             hit_ids[true_here[oi].id].append(guesses[gi].id)
     switches = sum(a != b for ids in hit_ids.values() for a, b in pairwise(ids))
     return TrackScore(
-        times=len(samples),
+        times=len(sample_times),
         truth_objects=truth_count,
         hits=hits,
         false_points=false_points,

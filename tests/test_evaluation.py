@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 
 import pytest
 
@@ -20,6 +19,7 @@ from molmo_nb_utils.evaluation import (
     sum_scores,
 )
 from molmo_nb_utils.grounding import Point, format_points, parse_tracks
+from molmo_nb_utils.media import FramePlan
 from molmo_nb_utils.paths import INPUT_DIR
 
 TRUTH = INPUT_DIR / "ground_truth" / "moving_objects.json"
@@ -236,12 +236,9 @@ def test_count_scores_rejects_bad_counts(predicted, true, message):
 # --- video: the frames the model saw, and identities ------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Sampled:
-    """Stands in for media.VideoFrames: score_points reads only these two fields."""
-
-    timestamps: list[float]
-    indices: list[int]
+def Sampled(times: list[float], indices: list[int], size: tuple[int, int] = (640, 360)) -> FramePlan:
+    """The frames shown, as a run records them (``media.FramePlan``)."""
+    return FramePlan(tuple(times), tuple(indices), size)
 
 
 def test_truth_is_read_on_the_frames_shown_not_recomputed_from_times():
@@ -268,7 +265,7 @@ def test_a_clamped_last_sample_reads_the_last_frame_again():
 
 def test_bad_frames():
     truth = load_ground_truth(TRUTH)
-    with pytest.raises(ValueError, match="2 indices but 1 timestamps"):
+    with pytest.raises(ValueError, match="one index per time"):
         score_points([], truth, Sampled([0.0], [0, 1]))
     with pytest.raises(ValueError, match="frame index 64"):
         score_points([], truth, Sampled([4.0], [64]))
@@ -337,3 +334,21 @@ def test_a_never_hit_object_is_not_followed():
     assert "object 2: never hit" in score.id_report()
     with pytest.raises(ValueError, match="no true object 9"):
         score.followed_by_one_id(9)
+
+
+def test_at_plan_reads_the_plans_frames_and_keeps_a_repeated_time_once():
+    truth = load_ground_truth(TRUTH)
+    raw = json.loads(TRUTH.read_text())
+    at = truth.at_plan(FramePlan((3.9, 4.0, 4.0), (62, 63, 62), (truth.width, truth.height)))
+    expected = [(o["id"], o["x"], o["y"], 3.9) for o in raw["frames"][62]["objects"]]
+    expected += [(o["id"], o["x"], o["y"], 4.0) for o in raw["frames"][63]["objects"]]
+    assert [(p.id, p.x, p.y, p.time) for p in at] == expected
+    assert truth.at([0.1]) == truth.at_plan(truth.plan_at([0.1]))
+
+
+def test_at_plan_refuses_another_videos_frames():
+    truth = load_ground_truth(TRUTH)
+    with pytest.raises(ValueError, match="right truth file"):
+        truth.at_plan(FramePlan((0.0,), (0,), (1280, 720)))
+    with pytest.raises(TypeError, match="FramePlan"):
+        truth.at_plan([0.0])  # type: ignore[arg-type]

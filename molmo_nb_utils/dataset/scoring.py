@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from molmo_nb_utils.dataset.items import DatasetItem, check_unchanged
 from molmo_nb_utils.dataset.results import ItemResult, latest
@@ -98,13 +97,6 @@ class DatasetScore:
         return "\n".join(lines)
 
 
-class _Shown(NamedTuple):
-    """The frames a video answer was given, as ``score_points`` reads them (times and frame indices)."""
-
-    timestamps: list[float]
-    indices: list[int]
-
-
 def _score_item(item: DatasetItem, result: ItemResult, fraction: float) -> ItemScore:
     if result.error is not None:
         return ItemScore(item.key, item.kind, item.count, None, error=result.error)
@@ -119,16 +111,15 @@ def _score_item(item: DatasetItem, result: ItemResult, fraction: float) -> ItemS
     elif item.kind == "video" and item.truth is not None:
         truth = load_ground_truth(item.truth)
         _check_size(item, truth, result.size)
-        shown = dict(zip(result.times, result.frame_indices, strict=True))  # a repeated time is one entry
-        truth_at = group_by_time(truth.at_frames(list(shown.values()), list(shown)))
+        plan = result.plan
+        truth_at = group_by_time(truth.at_plan(plan))
         predicted_at = group_by_time(predicted)
         points = sum_scores(
-            point_scores(predicted_at.get(t, []), truth_at.get(t, []), threshold) for t in shown
+            point_scores(predicted_at.get(t, []), truth_at.get(t, []), threshold)
+            for t in dict.fromkeys(plan.times)  # a repeated time is one prompt entry
         )
         if result.tracks:
-            tracks = score_points(
-                result.tracks, truth, _Shown(list(shown), list(shown.values())), radius=threshold
-            )
+            tracks = score_points(result.tracks, truth, plan, radius=threshold)
     return ItemScore(item.key, item.kind, item.count, result.count, points, tracks, threshold)
 
 
