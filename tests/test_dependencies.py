@@ -49,8 +49,16 @@ def _third_party_imports(sources) -> set[str]:
                 top = module.split(".")[0]
                 if top in sys.stdlib_module_names or top in ("molmo_nb_utils", "__future__"):
                     continue
-                found |= {d.lower().replace("_", "-") for d in to_dist.get(top, [top])}
+                found.add(_one_distribution(to_dist.get(top, [top])))
     return found
+
+
+def _one_distribution(names: list[str]) -> str:
+    """The distribution an import stands for. Where several provide one module (cv2 comes with
+    opencv-python and opencv-python-headless, and a dev tool may pull in the other), the one we declare."""
+    names = sorted({n.lower().replace("_", "-") for n in names})
+    declared = _requirements("requirements.txt")
+    return next((n for n in names if n in declared), names[0])
 
 
 def _package_sources():
