@@ -1,0 +1,215 @@
+"""Masks on images and video frames: a translucent fill in the id's colour, its outline, box and id.
+
+A "masks" argument is either an (N, H, W) boolean array with its ``ids``, or anything that carries
+both as ``.masks`` and ``.ids`` (``segmentation.PictureMasks``), so this module needs no model.
+Masks are at the size of the picture they belong to (upright for phone videos, as the frames shown
+are), and boxes are worked out from them here, as ``segmentation`` does: one rule, in
+``mask_box``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from molmo_nb_utils.drawing.points import strip_height
+from molmo_nb_utils.drawing.style import (
+    BLACK,
+    DISPLAY_WIDTH,
+    WHITE,
+    color_for,
+    count_text,
+    draw_tag,
+    style_for,
+    titled,
+    to_array,
+    with_header,
+)
+from molmo_nb_utils.drawing.video import write_video
+from molmo_nb_utils.media import VideoFrames
+
+MASK_ALPHA = 0.45  # opacity of a mask's fill: the object stays visible under its colour
+
+
+def mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) in pixels around the mask's pixels, x1 and y1 exclusive (pycocotools' rule:
+    a one-pixel mask at (3, 4) has the box (3, 4, 4, 5)); (0, 0, 0, 0) for an empty mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return 0.0, 0.0, 0.0, 0.0
+    return float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)
+
+
+def unpack_masks(masks: Any, ids: Sequence[int] | None = None) -> tuple[np.ndarray, list[int]]:
+    """(N, H, W) bool masks and their N ids, from a ``PictureMasks`` or an array with ``ids``."""
+    if hasattr(masks, "masks") and hasattr(masks, "ids"):
+        if ids is not None:
+            raise ValueError("these masks carry their own ids: pass the masks alone")
+        masks, ids = masks.masks, masks.ids
+    array = np.asarray(masks)
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3:
+        raise ValueError(f"masks must be (N, H, W) or one (H, W) mask, got shape {array.shape}")
+    ids = list(range(1, len(array) + 1)) if ids is None else [int(i) for i in ids]
+    if len(ids) != len(array):
+        raise ValueError(f"got {len(array)} masks but {len(ids)} ids: pass one id per mask")
+    return array.astype(bool, copy=False), ids
+
+
+def _paint(canvas: np.ndarray, masks: np.ndarray, ids: list[int], boxes: bool) -> None:
+    """Fill, outline, box and tag each mask on ``canvas`` (RGB, the masks' size) in place."""
+    style = style_for(canvas.shape[1], canvas.shape[0])
+    for mask, pid in zip(masks, ids, strict=True):
+        color = np.array(color_for(pid), np.float32)
+        canvas[mask] = (canvas[mask] * (1 - MASK_ALPHA) + color * MASK_ALPHA).astype(np.uint8)
+    line = max(1, style.line // 2)
+    for mask, pid in zip(masks, ids, strict=True):
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(canvas, contours, -1, WHITE, line + 2, cv2.LINE_AA)
+        cv2.drawContours(canvas, contours, -1, color_for(pid), line, cv2.LINE_AA)
+        if boxes and mask.any():
+            x0, y0, x1, y1 = (round(v) for v in mask_box(mask))
+            cv2.rectangle(canvas, (x0, y0), (x1 - 1, y1 - 1), BLACK, line + 2)
+            cv2.rectangle(canvas, (x0, y0), (x1 - 1, y1 - 1), color_for(pid), line)
+
+
+def _tags(picture: Image.Image, masks: np.ndarray, ids: list[int]) -> None:
+    """ "id N" on a box of the id's colour at the top left of each non-empty mask's box, in place."""
+    style = style_for(*picture.size)
+    for mask, pid in zip(masks, ids, strict=True):
+        if mask.any():
+            x0, y0, _, _ = mask_box(mask)
+            draw_tag(picture, x0, y0, f"id {pid}", color_for(pid), style.font_px)
+
+
+def _on_picture(image: Any, masks: Any, ids: Sequence[int] | None, boxes: bool) -> tuple[Image.Image, int]:
+    """The picture with its masks painted, and how many of them are not empty."""
+    canvas = to_array(image)
+    array, ids = unpack_masks(masks, ids)
+    if array.shape[1:] != canvas.shape[:2]:
+        raise ValueError(
+            f"masks are {array.shape[2]}x{array.shape[1]} but the picture is {canvas.shape[1]}x{canvas.shape[0]}: "
+            "draw masks on the picture they were made for (answer.images[k], or the frame shown)"
+        )
+    _paint(canvas, array, ids, boxes)
+    picture = Image.fromarray(canvas)
+    _tags(picture, array, ids)
+    return picture, int(sum(bool(m.any()) for m in array))
+
+
+def draw_masks(
+    image: Any,
+    masks: Any,
+    *,
+    ids: Sequence[int] | None = None,
+    label: str | None = None,
+    boxes: bool = True,
+) -> Image.Image:
+    """A copy of ``image`` with each mask filled in its id's colour, outlined, boxed and tagged "id N".
+
+    ``masks`` is a ``PictureMasks`` (or an (N, H, W) bool array with ``ids``) at the image's size.
+    The header counts the masks that are not empty ("coins: 3 masks"; wording as ``count_text``).
+    """
+    picture, shown = _on_picture(image, masks, ids, boxes)
+    return titled(picture, count_text(label, shown, noun="mask"))
+
+
+def draw_masks_on_images(
+    images: Sequence[Any],
+    masks_per_image: Sequence[Any],
+    *,
+    label: str | None = None,
+    boxes: bool = True,
+    max_width: int = DISPLAY_WIDTH,
+) -> Image.Image:
+    """Several images side by side, each with its own masks, titled "Image 1: 2 masks", ...
+
+    ``masks_per_image[k]`` belongs to ``images[k]`` (a ``Segmentation`` of several images is such
+    a list). Laid out as ``draw_points_on_images`` lays out points.
+    """
+    if len(images) == 0 or len(images) != len(masks_per_image):
+        raise ValueError(
+            f"got {len(images)} images and {len(masks_per_image)} sets of masks: pass one set per image, in order"
+        )
+    drawn = [
+        _on_picture(image, masks, None, boxes) for image, masks in zip(images, masks_per_image, strict=True)
+    ]
+    gap = 8
+    height = strip_height([p.size for p, _ in drawn], max_width, gap)
+    style = style_for(
+        round((sum(p.width * height / p.height for p, _ in drawn) + gap * (len(drawn) - 1)) * 0.75), height
+    )
+    panels = [
+        with_header(
+            p.resize((max(1, round(p.width * height / p.height)), height), Image.Resampling.BILINEAR),
+            count_text(f"Image {k}", n, noun="mask"),
+            style.header_px,
+        )
+        for k, (p, n) in enumerate(drawn, start=1)
+    ]
+    row = Image.new("RGB", (sum(p.width for p in panels) + gap * (len(panels) - 1), panels[0].height), WHITE)
+    x = 0
+    for panel in panels:
+        row.paste(panel, (x, 0))
+        x += panel.width + gap
+    return titled(row, count_text(label, sum(n for _, n in drawn), noun="mask"), style.header_px)
+
+
+def masked_frames(
+    frames: VideoFrames, masks_per_frame: Sequence[Any], *, boxes: bool = True
+) -> list[np.ndarray]:
+    """Each frame shown with its masks painted (RGB arrays, upright): for ``frame_grid`` or a video."""
+    if len(masks_per_frame) != len(frames.timestamps):
+        raise ValueError(
+            f"got masks for {len(masks_per_frame)} frames but {len(frames.timestamps)} frames were shown: "
+            "pass one set of masks per frame shown (segment(...) gives them)"
+        )
+    return [
+        np.asarray(_on_picture(frame, masks, None, boxes)[0])
+        for frame, masks in zip(frames.frames, masks_per_frame, strict=True)
+    ]
+
+
+def shown_rate(frames: VideoFrames) -> float:
+    """Frames per second at which the frames shown play in their own time (one over the usual gap)."""
+    gaps = np.diff(np.asarray(frames.timestamps, dtype=np.float64))
+    gaps = gaps[gaps > 1e-9]
+    return float(1 / np.median(gaps)) if gaps.size else 1.0
+
+
+def render_masks_video(
+    frames: VideoFrames,
+    masks_per_frame: Sequence[Any],
+    out_path: str | os.PathLike,
+    *,
+    boxes: bool = True,
+    progress: bool = True,
+) -> Path:
+    """An H.264 MP4 of the frames shown, each with its masks, ids kept: what SAM 2 followed.
+
+    The frames are the ones Molmo2 was shown (``answer.video``), upright, so a phone video plays
+    upright; they play at the rate they were sampled (``shown_rate``: 8 fps for tracking), since
+    masks exist only on those frames. Written atomically (``write_video``).
+    """
+    if len(masks_per_frame) != len(frames.timestamps):
+        raise ValueError(
+            f"got masks for {len(masks_per_frame)} frames but {len(frames.timestamps)} frames were shown: "
+            "pass one set of masks per frame shown (segment(...) gives them)"
+        )
+    painted = (
+        np.asarray(_on_picture(frame, masks, None, boxes)[0])
+        for frame, masks in zip(frames.frames, masks_per_frame, strict=True)
+    )
+    bar = tqdm(painted, total=len(masks_per_frame), disable=not progress, unit="frame", desc="masks")
+    try:
+        return write_video(bar, out_path, shown_rate(frames))
+    finally:
+        bar.close()
