@@ -23,6 +23,7 @@ import torch
 from transformers import Molmo2Config, Molmo2ForConditionalGeneration, PretrainedConfig
 from transformers.models.molmo2.image_processing_molmo2 import compute_crop_geometry
 
+from molmo_nb_utils.architecture import lora_target_modules
 from molmo_nb_utils.checks import positive_int
 from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES, frame_times, planned_frames
 from molmo_nb_utils.vision_chunks import VISION_CHUNK, check_vision_chunk
@@ -509,7 +510,8 @@ def choose_quantization(config: Any, budget_gb: float, *, half: str = "bf16") ->
 
 @dataclass(frozen=True)
 class TrainingMemoryEstimate:
-    """An estimate of the GPU memory of one LoRA training step (``training.fine_tune``), batch of one.
+    """An estimate of the GPU memory of one LoRA training step (``training.fine_tune``) on ``batch_size``
+    examples of the same length (a padded batch).
 
     The frozen base weights; the LoRA weights with their gradients and AdamW's two moments (all float32, as
     peft keeps adapters of a 16-bit model); the activations the backward pass needs (with gradient
@@ -531,13 +533,14 @@ class TrainingMemoryEstimate:
     num_crops: int
     gradient_checkpointing: bool
     num_frames: int = 0
+    batch_size: int = 1
 
     def table(self) -> str:
         rows = [
             ("base weights", self.weights_gb, f"{self.precision}, frozen"),
             ("LoRA state", self.lora_gb, f"{self.lora_parameters:,} parameters: weights, gradients, AdamW (fp32)"),
             ("activations", self.activations_gb,
-             f"{self.prompt_tokens:,} + {self.answer_tokens} tokens, "
+             f"{self.batch_size} x ({self.prompt_tokens:,} + {self.answer_tokens}) tokens, "
              + ("gradient checkpointing" if self.gradient_checkpointing else "no checkpointing")),
             ("vision encoder", self.vision_gb,
              f"{self.num_frames} frames, once per video (no gradients)" if self.num_frames
@@ -559,10 +562,8 @@ def lora_parameter_count(config: Any, *, rank: int = 16, train_connector: bool =
 
 @functools.lru_cache(maxsize=32)
 def _lora_count(config_json: str, rank: int, train_connector: bool) -> int:
-    from molmo_nb_utils.training import CONNECTOR_MODULES, LANGUAGE_MODULES
-
     positive_int(rank, "rank")
-    pattern = re.compile(rf"^({LANGUAGE_MODULES}{'|' + CONNECTOR_MODULES if train_connector else ''})$")
+    pattern = re.compile(lora_target_modules(train_connector=train_connector))
     with torch.device("meta"):
         model = Molmo2ForConditionalGeneration(Molmo2Config(**json.loads(config_json)))
     return sum(
@@ -584,14 +585,17 @@ def estimate_training_memory(
     gradient_checkpointing: bool = True,
     train_connector: bool = False,
     vision_chunk: int | None = VISION_CHUNK,
+    batch_size: int = 1,
 ) -> TrainingMemoryEstimate:
     """Estimated peak GPU memory of a ``fine_tune`` step on one example of ``prompt_tokens`` (media included,
     from count_prompt_tokens or image_tokens_estimate) plus ``answer_tokens``, with ``num_crops`` image crops
-    or ``num_frames`` video frames.
+    or ``num_frames`` video frames, ``batch_size`` such examples per step (``per_device_train_batch_size``:
+    the activations grow with it; the vision features are computed once per example, before training).
     ``precision`` is the base model's: "4bit" is QLoRA. With ``train_connector`` the vision features are
     recomputed with gradients every step; that working set is counted at inference size (a lower bound)."""
     _check(precision, prompt_tokens=prompt_tokens, answer_tokens=answer_tokens, num_crops=num_crops,
            num_frames=num_frames)  # fmt: skip
+    positive_int(batch_size, "batch_size")
     c = load_config(config)
     t = c.text_config
     a = 4 if precision == "fp32" else 2
@@ -611,7 +615,8 @@ def estimate_training_memory(
         kept = layers * per_layer
     logits = (answer_tokens + 1) * t.vocab_size * (a + 4 + 4)  # logits of the answer, fp32 copy, gradient
     dequantized = inter * h * a if precision in QUANT_BYTES else 0  # bitsandbytes: one weight at a time
-    activations = kept + mask + logits + dequantized + n * h * a * 2  # + embeddings and the pooled features
+    # + embeddings and the pooled features; every example of the batch keeps its own
+    activations = batch_size * (kept + mask + logits + n * h * a * 2) + dequantized
     weights = inference.weights_gb * GIB
     peak = weights + lora_bytes + max(activations, inference.vision_gb * GIB)
     return TrainingMemoryEstimate(
@@ -619,4 +624,5 @@ def estimate_training_memory(
         vision_gb=inference.vision_gb, overhead_gb=OVERHEAD_GB, total_gb=peak / GIB + OVERHEAD_GB,
         precision=precision, lora_parameters=lora, prompt_tokens=prompt_tokens, answer_tokens=answer_tokens,
         num_crops=num_crops, gradient_checkpointing=gradient_checkpointing, num_frames=num_frames,
+        batch_size=batch_size,
     )  # fmt: skip
