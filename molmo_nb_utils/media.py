@@ -52,7 +52,7 @@ import av
 import numpy as np
 import psutil
 from molmo_utils.vision_process import sample_times
-from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from molmo_nb_utils.checks import positive_int
 from molmo_nb_utils.downloads import download, local_path, sniff_kind
@@ -63,6 +63,7 @@ __all__ = [
     "VideoFrames",
     "VideoInfo",
     "frame_times",
+    "image_size",
     "load_image",
     "plan_frames",
     "planned_frames",
@@ -144,6 +145,24 @@ def _too_large(name: str, size: str, *, jpeg_hint: bool = True) -> str:
         "`magick big.png -resize 8000x8000 smaller.png`"
         + (", or save it as JPEG, which loads at a reduced scale." if jpeg_hint else ".")
     )
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of an image file, upright (EXIF orientation applied), from its header alone.
+
+    The size in which a reader's true points are given. It is the full size: past
+    ``MAX_IMAGE_PIXELS`` a JPEG loads smaller (see ``load_image``).
+    """
+    try:
+        with warnings.catch_warnings(), _open(Path(path)) as image:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            width, height = image.size
+            turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
+    except Image.DecompressionBombError as err:
+        raise ValueError(_too_large(str(path), "past Pillow's own limit", jpeg_hint=False)) from err
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ValueError(f"Cannot read {path} as an image ({err}): open it in an image viewer.") from err
+    return (height, width) if turned else (width, height)
 
 
 def _open(fp: Path | io.BytesIO) -> Image.Image:

@@ -109,6 +109,52 @@ def test_a_folder_gives_every_image_and_video_without_truth(tmp_path):
     assert all(i.count is None and i.points is None and i.truth is None for i in items)
 
 
+def test_a_linked_subfolder_is_part_of_a_folder_dataset_and_each_file_is_listed_once(tmp_path):
+    camera = tmp_path / "camera"  # outside the dataset folder, linked into it
+    _images(camera, 2)
+    data = tmp_path / "data"
+    _images(data / "own", 1)
+    (data / "phone").symlink_to(camera, target_is_directory=True)
+    (data / "again").symlink_to(data / "own", target_is_directory=True)  # the same files a second way
+    (data / "own" / "loop").symlink_to(data, target_is_directory=True)  # a link back up: no endless walk
+    (data / "own" / "alias.png").symlink_to(data / "own" / "img_0.png")  # a linked file: listed once
+    keys = [i.key for i in load_dataset(data)]
+    assert keys == ["own/img_0.png", "phone/img_0.png", "phone/img_1.png"]  # a file keeps its own name
+
+
+def test_true_points_of_a_phone_photo_are_checked_against_its_upright_size(tmp_path):
+    image = Image.new("RGB", (40, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 40x20, shown (and pointed at) 20x40
+    image.save(tmp_path / "phone.jpg", exif=exif)
+    items = load_dataset([{"file": str(tmp_path / "phone.jpg"), "points": [[15, 35]]}])
+    assert items[0].points == (Point(1, 15.0, 35.0, image=1),)
+    with pytest.raises(ValueError, match="outside the 20x40 picture"):
+        load_dataset([{"file": str(tmp_path / "phone.jpg"), "points": [[35, 15]]}])
+
+
+@pytest.mark.parametrize("delimiter", ["\t", ";", ","])
+def test_tab_and_semicolon_separated_lists_are_read(tmp_path, delimiter):
+    _images(tmp_path, 2, size=(60, 50))
+    rows = [["file", "count", "points"], ["img_0.png", "2", "10 20; 30 40"], ["img_1.png", "0", ""]]
+    with open(tmp_path / "list.csv", "w", newline="", encoding="utf-16") as f:  # Excel's "Unicode text"
+        csv.writer(f, delimiter=delimiter).writerows(rows)
+    first, second = load_dataset(tmp_path / "list.csv")
+    assert first.points == (Point(1, 10.0, 20.0, image=1), Point(2, 30.0, 40.0, image=1))
+    assert (first.count, second.count) == (2, 0)
+    (tmp_path / "list.tsv").write_text("file\tcount\nimg_0.png\t2\n", encoding="utf-8")
+    assert load_dataset(tmp_path / "list.tsv")[0].count == 2
+    (tmp_path / "bad.csv").write_text("file|count\nimg_0.png|2\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="'file' column, separated by commas, tabs or semicolons"):
+        load_dataset(tmp_path / "bad.csv")
+    (tmp_path / "typo.csv").write_text("file;cuont\nimg_0.png;2\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['cuont'\]"):  # the typo, by name
+        load_dataset(tmp_path / "typo.csv")
+    (tmp_path / "names.csv").write_text('file,count\n"a;b.png",1\n', encoding="utf-8")
+    Image.new("RGB", (40, 30)).save(tmp_path / "a;b.png")
+    assert load_dataset(tmp_path / "names.csv")[0].key == "a;b.png"  # a ';' in a name is no separator
+
+
 def test_a_csv_list_reads_points_and_counts(tmp_path):
     _images(tmp_path, 3, size=(60, 50))
     (tmp_path / "list.csv").write_text(

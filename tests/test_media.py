@@ -698,3 +698,18 @@ def test_an_mpo_jpeg_is_read_as_its_first_picture_at_a_reduced_scale(tmp_path, m
     monkeypatch.setattr(media, "MAX_IMAGE_PIXELS", 10_000)  # 1/4 scale fits
     image = load_image(path)
     assert image.size == (100, 75) and image.getpixel((50, 40))[0] > 180  # the first picture
+
+
+def test_image_size_is_the_upright_full_size_from_the_header(tmp_path, monkeypatch):
+    """What true points are given in: upright (EXIF), and the full size even where load_image scales."""
+    phone = tmp_path / "phone.jpg"
+    phone.write_bytes(_jpeg_with_orientation(6))  # stored 40x20, shown 20x40
+    assert media.image_size(phone) == (20, 40) == load_image(phone).size
+    big = tmp_path / "big.jpg"
+    Image.new("RGB", (400, 300)).save(big)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)  # past twice Pillow's limit, as a 200 MP photo
+    monkeypatch.setattr(media, "MAX_IMAGE_PIXELS", 40_000)
+    assert media.image_size(big) == (400, 300) and load_image(big).size == (200, 150)
+    (tmp_path / "not.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="Cannot read .*not.png as an image"):
+        media.image_size(tmp_path / "not.png")

@@ -24,12 +24,17 @@ from typing import Any
 from molmo_nb_utils.asking import VIDEO_SUFFIXES
 from molmo_nb_utils.evaluation import load_ground_truth
 from molmo_nb_utils.grounding import Point
+from molmo_nb_utils.media import image_size
 from molmo_nb_utils.paths import file_sha256
 
 # Asked of an item that has no prompt of its own when the run gives none; "{label}" is the item's label.
 DEFAULT_PROMPT = "Point to the {label}."
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 FIELDS = ("file", "label", "prompt", "count", "points", "truth")  # of one item in a JSON or CSV list
+LIST_SUFFIXES = (".json", ".csv", ".tsv")
+# Column separators spreadsheets write: commas; tabs (Excel's "Unicode text", .tsv); semicolons (Excel
+# where the comma is the decimal mark: most of Europe).
+DELIMITERS = (",", "\t", ";")
 
 
 @dataclass(frozen=True)
@@ -58,9 +63,10 @@ def item_prompt(item: DatasetItem, prompt: str | None = None) -> str:
 
 
 def load_dataset(source: str | os.PathLike | Sequence[Any], *, label: str = "object") -> list[DatasetItem]:
-    """The items of a folder, a ``.json``/``.csv`` list, or a Python list of paths or dicts.
+    """The items of a folder, a ``.json``/``.csv``/``.tsv`` list, or a Python list of paths or dicts.
 
-    A folder gives every image and video in it (subfolders too), without ground truth. A list
+    A folder gives every image and video in it (subfolders too, linked ones included), without
+    ground truth. A list
     gives one item per entry with these fields (all but ``file`` optional):
 
     * ``file``: the image or video, relative to the list's folder (or to the working directory
@@ -73,11 +79,12 @@ def load_dataset(source: str | os.PathLike | Sequence[Any], *, label: str = "obj
     * ``truth``: a video's ground-truth file (``input/ground_truth/*.json`` shows the format); the
       count is then its number of objects.
 
-    A JSON list is a list of such entries (or of file names), or ``{"label": ..., "items": [...]}``; lists saved as
-    UTF-8, UTF-16 (with its byte-order mark) or Windows-1252/Latin-1 (what spreadsheet programs
-    write) are read. Problems (a missing file, a typo in a field, a count that disagrees with the
-    points, a point outside its image, one file listed twice under different spellings such as
-    ``a.png`` and ``./a.png``) raise here, before any GPU time is spent. Truth that lists nothing
+    A JSON list is a list of such entries (or of file names), or ``{"label": ..., "items": [...]}``.
+    Lists saved as UTF-8, UTF-16 (with its byte-order mark) or Windows-1252/Latin-1 (what
+    spreadsheet programs write) are read; a CSV list's columns are separated by commas, tabs or
+    semicolons (its header tells which). Problems (a missing file, a typo in a field, a count that
+    disagrees with the points, a point outside its image, one file listed twice under different
+    spellings such as ``a.png`` and ``./a.png``) raise here, before any GPU time is spent. Truth that lists nothing
     is a count of 0; without ``"count": 0`` beside it, a warning names the item (its truth may be
     missing).
     """
@@ -87,23 +94,23 @@ def load_dataset(source: str | os.PathLike | Sequence[Any], *, label: str = "obj
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
-            files = sorted(
-                p for p in path.rglob("*") if _kind(p) and p.is_file() and not _hidden(p.relative_to(path))
-            )
+            files = _folder_files(path)
             if not files:
                 raise ValueError(
                     f"{path} holds no images or videos (looked for {', '.join(sorted(IMAGE_SUFFIXES))} and "
                     f"{', '.join(sorted(VIDEO_SUFFIXES))})"
                 )
             entries, root, where = [{"file": p.relative_to(path).as_posix()} for p in files], path, str(path)
-        elif path.suffix.lower() in (".json", ".csv"):
+        elif path.suffix.lower() in LIST_SUFFIXES:
             entries, label, encoding = _read_list(path, label)
             root, where = path.parent, path.name
         elif not path.exists():
-            raise FileNotFoundError(f"No dataset at {path}: pass a folder, or a .json or .csv list of files")
+            raise FileNotFoundError(
+                f"No dataset at {path}: pass a folder, or a .json, .csv or .tsv list of files"
+            )
         else:
             raise ValueError(
-                f"{path.name}: a dataset is a folder or a .json or .csv list, not a {path.suffix} file"
+                f"{path.name}: a dataset is a folder or a .json, .csv or .tsv list, not a {path.suffix} file"
             )
     else:
         entries = [e if isinstance(e, Mapping) else {"file": e} for e in source]
@@ -115,13 +122,40 @@ def load_dataset(source: str | os.PathLike | Sequence[Any], *, label: str = "obj
     return items
 
 
+def _folder_files(root: Path) -> list[Path]:
+    """Every image and video under ``root``, linked subfolders included, each real file once.
+
+    Why follow links: people link a camera folder or a mounted drive into a dataset folder, and a
+    folder left out without a word is an answer missing from every score. The folders themselves
+    are walked first, then the linked ones, each real folder once (a link back to a parent is no
+    loop). A file reached twice keeps its own name, not the link's: adding a link never renames
+    an item already answered. Hidden files and folders are left out.
+    """
+    found: dict[Path, Path] = {}
+    seen: set[Path] = set()
+    tops, links = [root], []
+    while tops:
+        for folder, subfolders, names in os.walk(tops.pop(0)):
+            real = Path(folder).resolve()
+            if real in seen:
+                subfolders[:] = []
+                continue
+            seen.add(real)
+            visible = sorted(d for d in subfolders if not d.startswith("."))
+            links += [Path(folder) / d for d in visible if (Path(folder) / d).is_symlink()]
+            subfolders[:] = [d for d in visible if not (Path(folder) / d).is_symlink()]
+            for name in sorted(names, key=lambda n: ((Path(folder) / n).is_symlink(), n)):
+                path = Path(folder) / name
+                if not name.startswith(".") and _kind(path) and path.is_file():
+                    found.setdefault(path.resolve(), path)
+        if not tops:  # every real folder reached so far is walked: now the linked ones
+            tops, links = links, []
+    return sorted(found.values(), key=lambda p: p.relative_to(root).as_posix())
+
+
 def _kind(path: Path) -> str | None:
     suffix = path.suffix.lower()
     return "image" if suffix in IMAGE_SUFFIXES else "video" if suffix in VIDEO_SUFFIXES else None
-
-
-def _hidden(relative: Path) -> bool:
-    return any(part.startswith(".") for part in relative.parts)
 
 
 def _decode(path: Path) -> tuple[str, str]:
@@ -161,8 +195,8 @@ def _read_list(path: Path, label: str) -> tuple[list[Any], str, str]:
     if not path.is_file():
         raise FileNotFoundError(f"No dataset list at {path}")
     text, encoding = _decode(path)
-    if path.suffix.lower() == ".csv":
-        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    if path.suffix.lower() in (".csv", ".tsv"):
+        rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter=_delimiter(text, path)))
         # An empty cell means "not given"; the CSV module reads it as "".
         return [{k: v for k, v in row.items() if v not in ("", None)} for row in rows], label, encoding
     try:
@@ -178,6 +212,25 @@ def _read_list(path: Path, label: str) -> tuple[list[Any], str, str]:
         return [{"file": e} if isinstance(e, str) else e for e in data], label, encoding
     raise ValueError(
         f'{path.name} should hold a list of items, or {{"items": [...]}}, got {type(data).__name__}'
+    )
+
+
+def _delimiter(text: str, path: Path) -> str:
+    """The separator of a CSV list: the one that splits its header into the most names, one of them ``file``.
+
+    Why the header: its names are known (``FIELDS``), so it tells commas, tabs and semicolons apart
+    where a guess from the rows would not (a file name may hold ";" or ","). An unknown name (a
+    typo) is then refused by name for each item, with the fields an item has.
+    """
+    header = text.lstrip("\ufeff").splitlines()[0] if text.strip() else ""
+    split = {d: [n.strip() for n in next(csv.reader([header], delimiter=d), [])] for d in DELIMITERS}
+    found = [d for d, names in split.items() if "file" in names]
+    if found:
+        return max(found, key=lambda d: len(split[d]))
+    raise ValueError(
+        f"{path.name}: its first line {header[:80]!r} is not a header with a 'file' column, separated by "
+        f"commas, tabs or semicolons. Put the column names on the first line ({', '.join(FIELDS)}; "
+        "e.g. 'file,count'), and save the list as 'CSV UTF-8'."
     )
 
 
@@ -274,10 +327,7 @@ def _truth_count(path: Path, where: str) -> int:
 def _check_truth(item: DatasetItem, where: str) -> None:
     """Points outside the picture are refused (swapped x and y, or another scale); no truth is warned of."""
     if item.points is not None:
-        from PIL import Image
-
-        with Image.open(item.path) as image:  # reads the header only
-            width, height = image.size
+        width, height = image_size(item.path)  # the header only; upright, as the model sees it
         found = next((p for p in item.points if not (0 <= p.x <= width and 0 <= p.y <= height)), None)
     elif item.truth is not None:
         truth = load_ground_truth(item.truth)
