@@ -20,6 +20,7 @@ from molmo_nb_utils.dataset import (
     export_points_csv,
     load_dataset,
     results_from_answers,
+    safe_cell,
     score_results,
     worked_answer,
 )
@@ -134,6 +135,32 @@ def test_csv_cells_never_run_as_formulas_and_numbers_stay_numbers(tmp_path):
     ) as file:
         keys = [row["key"] for row in csv.DictReader(file)]
     assert keys == ["'=cmd.png", "'@sum.png", "plain.png"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        " =1+1",  # a leading space: an import that trims spaces runs it
+        "\n=1+1",  # a leading newline
+        "\r\n@SUM(A1)",
+        "\u3000=1+1",  # an ideographic (full-width) space
+        "\u200b=1+1",  # an invisible zero-width space
+        "\ufeff-2+3",  # a byte-order mark
+        '\uff1dHYPERLINK("http://example.com")',  # full-width ＝, as an East Asian input method writes it
+        "\uff0bSUM(1,2)",  # full-width ＋
+        "\uff0d1+1",  # full-width －
+        "\uff20SUM(1,2)",  # full-width ＠
+        "\0=1+1",  # NUL (ASVS)
+        "\t",
+    ],
+)
+def test_a_formula_behind_spaces_newlines_or_in_full_width_is_neutralised_too(text):
+    assert safe_cell(text) == "'" + text
+
+
+@pytest.mark.parametrize("value", ["-3", "+1.5", "plain text", "a=b", " note", "", 2, -1.25, None])
+def test_numbers_and_plain_texts_are_written_as_they_are(value):
+    assert safe_cell(value) == value
 
 
 def test_the_points_csv_holds_only_items_still_in_the_dataset(tmp_path):

@@ -3,7 +3,8 @@
 Why here: an export is only useful if the tool at the other end accepts it. COCO keypoints carry
 the ``bbox``, ``area`` and ``segmentation`` that CVAT's importer and pycocotools' ``COCOeval``
 require, and every image has its own ``file_name``. CSV cells that a spreadsheet would run as a
-formula (the model's own text goes there) are neutralised as OWASP recommends.
+formula (the model's own text goes there) are neutralised as OWASP recommends, and more
+(``safe_cell`` says why).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import csv
 import json
 import math
 import os
+import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,19 +35,39 @@ CSV_FIELDS = [
 POINT_FIELDS = ["key", "kind", "tag", "image", "time", "frame", "id", "x", "y"]
 
 
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A cell a spreadsheet may run: its first visible character is one of these (OWASP, CWE-1236) ...
+_FORMULA_STARTS = ("=", "+", "-", "@")
+# ... or it starts with a character OWASP and ASVS name on their own: tab, carriage return (and
+# line feed, its twin), NUL.
+_CONTROL_STARTS = ("\t", "\r", "\n", "\0")
 
 
 def safe_cell(value: Any) -> Any:
     """A CSV cell a spreadsheet shows as text, never runs: OWASP's advice against formula injection.
 
-    A text that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading
-    ``'`` (spreadsheets show it as text and hide the quote). Numbers stay numbers: ``-3`` is written
-    as ``-3``, whether it came as a number or as a text that reads as one.
+    A text gets a leading ``'`` (spreadsheets show it as text and hide the quote) when it starts
+    with a tab, carriage return, line feed or NUL, or when its first visible character is ``=``,
+    ``+``, ``-`` or ``@``, read as NFKC reads it: leading spaces, newlines and invisible
+    characters are looked through, and the full-width ``＝＋－＠`` count as ``=+-@``. Why so wide:
+    spreadsheets differ in what they trim before deciding that a cell is a formula (an import that
+    trims spaces, an East Asian input method's full-width ``＝``), and the model writes the text,
+    so nobody checks it first. A quote too many costs nothing visible; a formula too many runs.
+    Numbers stay numbers: ``-3`` is written as ``-3``, whether it came as a number or as a text
+    that reads as one.
     """
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS) and not _is_number(value):
+    if not isinstance(value, str) or _is_number(value):
+        return value
+    if value.startswith(_CONTROL_STARTS) or _first_visible(value) in _FORMULA_STARTS:
         return "'" + value
     return value
+
+
+def _first_visible(text: str) -> str:
+    """The first character that is not white space or invisible (control, format), in NFKC form."""
+    for character in text:
+        if not (character.isspace() or unicodedata.category(character) in ("Cc", "Cf")):
+            return unicodedata.normalize("NFKC", character)[:1]
+    return ""
 
 
 def _is_number(text: str) -> bool:
