@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from molmo_nb_utils.asking import VIDEO_SUFFIXES
+from molmo_nb_utils.dataset.coco import coco_entries, is_coco
 from molmo_nb_utils.evaluation import load_ground_truth
 from molmo_nb_utils.grounding import Point
+from molmo_nb_utils.masks import Mask, check_mask_sizes, masks_of_points
 from molmo_nb_utils.media import image_size
 from molmo_nb_utils.paths import file_sha256
 
@@ -49,6 +51,7 @@ class DatasetItem:
     count: int | None = None  # true count
     points: tuple[Point, ...] | None = None  # true points of an image (on image 1), in pixels
     truth: Path | None = None  # a video's ground-truth file (see evaluation.load_ground_truth)
+    masks: tuple[Mask, ...] | None = None  # points' object masks, one per point (masks.py); None: points only
 
 
 def item_prompt(item: DatasetItem, prompt: str | None = None) -> str:
@@ -75,11 +78,15 @@ def load_dataset(source: str | os.PathLike | Sequence[Any], *, label: str = "obj
     * ``prompt``: a prompt for this item only (e.g. "Track the coins." for one video);
     * ``count``: the true count;
     * ``points``: the true points of an image in pixels: in JSON ``[{"x": 10, "y": 20}, ...]`` or
-      ``[[10, 20], ...]``, in CSV ``"10 20; 30 40"``; the count is then their number;
+      ``[[10, 20], ...]``, in CSV ``"10 20; 30 40"``; the count is then their number. In JSON each
+      point may carry its object's ``"mask"`` (COCO polygons or RLE, see ``masks``): then it is
+      scored by Molmo2's in-mask rule;
     * ``truth``: a video's ground-truth file (``input/ground_truth/*.json`` shows the format); the
       count is then its number of objects.
 
-    A JSON list is a list of such entries (or of file names), or ``{"label": ..., "items": [...]}``.
+    A JSON list is a list of such entries (or of file names), or ``{"label": ..., "items": [...]}``,
+    or a COCO instances file (CVAT, Label Studio, Roboflow; ``label`` picks its category, see
+    ``dataset.coco``).
     Lists saved as UTF-8, UTF-16 (with its byte-order mark) or Windows-1252/Latin-1 (what
     spreadsheet programs write) are read; a CSV list's columns are separated by commas, tabs or
     semicolons (its header tells which). Problems (a missing file, a typo in a field, a count that
@@ -203,6 +210,8 @@ def _read_list(path: Path, label: str) -> tuple[list[Any], str, str]:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path.name} is not valid JSON ({err})") from None
+    if is_coco(data):  # a COCO instances file (CVAT, Label Studio, Roboflow): see dataset/coco.py
+        return (*coco_entries(data, path.name, label), encoding)
     if isinstance(data, Mapping) and isinstance(data.get("items"), list):
         top = data.get("label", label)
         if top is None or not str(top).strip():
@@ -255,6 +264,7 @@ def _item(entry: Any, root: Path, label: str, where: str) -> DatasetItem:
         raise ValueError(f"{where}: label must be a non-empty text (what to count), got {entry['label']!r}")
     count = _count(entry.get("count"), where)
     points = _points(entry["points"], where) if "points" in entry else None
+    masks = masks_of_points(entry["points"], where) if "points" in entry else None
     truth = root / str(entry["truth"]) if "truth" in entry else None
     if kind == "video" and points is not None:
         raise ValueError(
@@ -282,6 +292,7 @@ def _item(entry: Any, root: Path, label: str, where: str) -> DatasetItem:
         count=count if count is not None else derived,
         points=points,
         truth=truth,
+        masks=masks,
     )
 
 
@@ -328,6 +339,7 @@ def _check_truth(item: DatasetItem, where: str) -> None:
     """Points outside the picture are refused (swapped x and y, or another scale); no truth is warned of."""
     if item.points is not None:
         width, height = image_size(item.path)  # the header only; upright, as the model sees it
+        check_mask_sizes(item.masks, (width, height), f"{where} ({item.key})")
         found = next((p for p in item.points if not (0 <= p.x <= width and 0 <= p.y <= height)), None)
     elif item.truth is not None:
         truth = load_ground_truth(item.truth)
