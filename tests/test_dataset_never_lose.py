@@ -6,6 +6,7 @@ generous limit that fails the test only when something never happens, and no tes
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -223,8 +224,6 @@ class OneProcess:
     num_processes, process_index, is_main_process = 1, 0, True
 
     def split_between_processes(self, items):
-        import contextlib
-
         return contextlib.nullcontext(items)
 
     def wait_for_everyone(self):

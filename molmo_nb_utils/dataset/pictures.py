@@ -9,21 +9,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
 from molmo_nb_utils.dataset.items import DatasetItem, check_unchanged
 from molmo_nb_utils.dataset.results import ItemResult
-from molmo_nb_utils.dataset.running import truth_at
 from molmo_nb_utils.dataset.scoring import DatasetScore
-from molmo_nb_utils.evaluation import DIAGONAL_FRACTION, distance_threshold
+from molmo_nb_utils.drawing import draw_points, frame_grid, with_header
+from molmo_nb_utils.evaluation import DIAGONAL_FRACTION, distance_threshold, load_ground_truth
 from molmo_nb_utils.grounding import Point, group_by_time
 from molmo_nb_utils.media import DEFAULT_MAX_FRAMES, load_image, sample_frames
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 
 def _draw_rings(image: Image.Image, points: Iterable[Point], radius: float) -> Image.Image:
@@ -45,8 +43,6 @@ def draw_result(
 
     A video shows the frames the model was given, in a grid, each with its truth and points.
     """
-    from molmo_nb_utils.drawing import draw_points, frame_grid, with_header
-
     if result.error is not None:
         raise ValueError(f"{item.key} failed ({result.error}): there is no answer to draw")
     check_unchanged(item, result.file, "drawn")
@@ -61,11 +57,11 @@ def draw_result(
     shown = sample_frames(
         item.path, result.settings.get("max_frames") or DEFAULT_MAX_FRAMES, result.settings.get("fps")
     )
-    if tuple(shown.indices) != result.frame_indices:
+    if shown.plan != result.plan:
         raise ValueError(
             f"{item.key}: the video's frames differ from those the run recorded; was the file changed?"
         )
-    true_at = group_by_time(truth_at(item, shown.timestamps, shown.indices) if item.truth else [])
+    true_at = group_by_time(load_ground_truth(item.truth).at_plan(result.plan) if item.truth else [])
     ringed = [
         np.asarray(_draw_rings(Image.fromarray(frame), true_at.get(t, []), radius))
         for frame, t in zip(shown.frames, shown.timestamps, strict=True)
@@ -84,8 +80,6 @@ def plot_counts(score: DatasetScore) -> Figure:
 
     Closed in pyplot before it is returned, so a notebook shows it once.
     """
-    import matplotlib.pyplot as plt
-
     pairs = [(s.true_count, s.predicted_count, s.key) for s in score.items if s.count_error is not None]
     if not pairs:
         raise ValueError("no item has both a true and a predicted count: give counts in the dataset")

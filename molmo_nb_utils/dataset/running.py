@@ -331,11 +331,6 @@ def _ask_one(model, processor, item: DatasetItem, settings: RunSettings, ask) ->
 # Answers written by hand (worked examples, tests)
 
 
-def truth_at(item: DatasetItem, times: Sequence[float], indices: Sequence[int]) -> list[Point]:
-    """The true positions of a video item on the frames shown."""
-    return load_ground_truth(item.truth).at_frames(list(indices), list(times))
-
-
 def worked_answer(
     item: DatasetItem,
     *,
@@ -369,7 +364,7 @@ def worked_answer(
         plan = plan_frames(item.path, max_frames, fps)
         size = plan.size
         places = [(None, t) for t in dict.fromkeys(plan.times)]
-        truth = truth_at(item, plan.times, plan.indices)
+        truth = load_ground_truth(item.truth).at_plan(plan)  # evaluation's one rule
     points = [replace(p, x=p.x + dx, y=p.y + dy) for p in truth if p.id not in dropped]
     if swap is not None:
         a, b, since = swap

@@ -169,7 +169,7 @@ def run_sharded(
     merged = latest(earlier)
 
     with state.split_between_processes(items) as share:
-        mine, _ = items_to_ask(share, prompt, merged, retry_failed, results_path)
+        mine, _ = items_to_ask(share, settings.prompt, merged, retry_failed, results_path)
         if mine:
             path = shard_path(results_path, state.process_index, state.num_processes)
             run_items(
