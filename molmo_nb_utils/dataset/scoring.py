@@ -1,21 +1,30 @@
 """Scores of a run against the ground truth: points matched one to one, counts, track identities.
 
 Why here: a score is only as good as its matching. Predicted points are paired with true points one
-to one (``evaluation.match_points``, optimal Hungarian matching) within 5% of the image diagonal:
-the hit rule of 04_video_pointing (``evaluation.distance_threshold``, ``DIAGONAL_FRACTION``); per
-image and, for videos, per frame shown. The count of an answer is its number of distinct point ids,
-the count rule of 03_pointing (``grounding.count_points``).
+to one by optimal (Hungarian) assignment, per image and, for videos, per frame shown, and a pair
+counts by one of two rules, named in every score:
+
+* truth with object masks: Molmo2's own rule (``evaluation.MASK_RULE``, allenai/molmo2
+  ``PointingEval``): paired on distance, a pair counts when the point lies inside the object's
+  mask. These scores are computed as the paper computes its own (on your data, not the paper's);
+* truth with points only: ours (``evaluation.DISTANCE_RULE``), the hit rule of 04_video_pointing:
+  a pair counts within 5% of the image diagonal (``distance_threshold``, ``DIAGONAL_FRACTION``).
+
+The count of an answer is its number of distinct point ids, the count rule of 03_pointing
+(``grounding.count_points``); tracks get HOTA, DetA and AssA from TrackEval.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from molmo_nb_utils.dataset.items import DatasetItem, check_unchanged
 from molmo_nb_utils.dataset.results import ItemResult, latest
 from molmo_nb_utils.evaluation import (
     DIAGONAL_FRACTION,
+    DISTANCE_RULE,
+    MASK_RULE,
     CountScore,
     GroundTruth,
     PointScore,
@@ -23,8 +32,10 @@ from molmo_nb_utils.evaluation import (
     count_scores,
     distance_threshold,
     load_ground_truth,
+    mask_point_scores,
     point_scores,
     score_points,
+    shown_frames,
     sum_scores,
 )
 from molmo_nb_utils.grounding import group_by_time
@@ -40,8 +51,13 @@ class ItemScore:
     predicted_count: int | None  # None if the item failed
     points: PointScore | None = None  # images: the image; videos: pooled over the frames shown
     tracks: TrackScore | None = None  # videos answered with <tracks> and with a truth file
-    threshold_px: float | None = None  # a predicted point this close to a true one can match it
+    threshold_px: float | None = None  # the distance rule's: a predicted point this close can match
     error: str | None = None  # the run's error, if the item failed
+
+    @property
+    def rule(self) -> str | None:
+        """How its points were judged: ``MASK_RULE`` (Molmo2's), ``DISTANCE_RULE`` (ours); None: no points."""
+        return self.points.rule if self.points is not None else None
 
     @property
     def count_error(self) -> int | None:
@@ -56,9 +72,11 @@ class DatasetScore:
     """Scores over a dataset: per item, and pooled.
 
     ``image_points`` and ``video_points`` add up matched, extra and missed points over the images,
-    or over the frames shown of the videos (a micro average); ``mean_image_f1`` averages each
-    image's F1 instead, as the Molmo2 paper does. ``id_consistency`` is the share of true objects
-    followed by one id, averaged over the videos answered with tracks (pointing ids only count).
+    or over the frames shown of the videos (a micro average); ``mean_image_precision``,
+    ``mean_image_recall`` and ``mean_image_f1`` average each image's instead, as the Molmo2 paper
+    does. Each score's ``rule`` says how points were judged (``"mixed"`` when the images used both).
+    ``id_consistency`` is the share of true objects followed by one id, and ``hota``, ``deta`` and
+    ``assa`` TrackEval's scores, each averaged over the videos answered with tracks.
     """
 
     items: tuple[ItemScore, ...]
@@ -69,6 +87,11 @@ class DatasetScore:
     id_consistency: float | None
     not_run: tuple[str, ...] = ()
     fraction: float = DIAGONAL_FRACTION
+    mean_image_precision: float | None = None
+    mean_image_recall: float | None = None
+    hota: float | None = None
+    deta: float | None = None
+    assa: float | None = None
 
     @property
     def failed(self) -> tuple[ItemScore, ...]:
@@ -79,25 +102,40 @@ class DatasetScore:
         lines = [f"{scored} item(s) scored, {len(self.failed)} failed, {len(self.not_run)} not run yet"]
         if self.counts:
             lines.append(f"counting: {self.counts}")
-        threshold = f"{self.fraction:.0%} of the diagonal"
         if self.image_points:
             images = sum(s.kind == "image" and s.points is not None for s in self.items)
-            lines.append(f"points in {images} image(s), within {threshold}: {self.image_points}")
-            lines.append(f"  mean F1 per image: {self.mean_image_f1:.2f}")
+            lines.append(
+                f"points in {images} image(s), {self._rule(self.image_points.rule)}: {self.image_points}"
+            )
+            lines.append(
+                f"  mean per image: precision {self.mean_image_precision:.2f}, recall "
+                f"{self.mean_image_recall:.2f}, F1 {self.mean_image_f1:.2f}"
+            )
         if self.video_points:
             videos = sum(s.kind == "video" and s.points is not None for s in self.items)
             lines.append(
-                f"points in {videos} video(s), per frame shown, within {threshold}: {self.video_points}"
+                f"points in {videos} video(s), per frame shown, {self._rule(self.video_points.rule)}: "
+                f"{self.video_points}"
             )
         if self.id_consistency is not None:
-            tracked = sum(s.tracks is not None for s in self.items)
+            tracked = [s.tracks for s in self.items if s.tracks is not None]
+            rules = {t.rule for t in tracked}
             lines.append(
-                f"tracks: {self.id_consistency:.0%} of objects followed by one id ({tracked} video(s) with tracks)"
+                f"tracks: {self.id_consistency:.0%} of objects followed by one id; HOTA {self.hota:.3f}, "
+                f"DetA {self.deta:.3f}, AssA {self.assa:.3f} (TrackEval, "
+                f"{self._rule(rules.pop() if len(rules) == 1 else 'mixed')}; {len(tracked)} video(s) with tracks)"
             )
         return "\n".join(lines)
 
+    def _rule(self, rule: str) -> str:
+        if rule == MASK_RULE:
+            return "point in the object's mask (Molmo2's rule)"
+        if rule == DISTANCE_RULE:
+            return f"within {self.fraction:.0%} of the diagonal (our rule)"
+        return "by both rules (in mask where the truth has masks, else within distance: see score_table)"
 
-def _score_item(item: DatasetItem, result: ItemResult, fraction: float) -> ItemScore:
+
+def _score_item(item: DatasetItem, result: ItemResult, fraction: float, rule: str) -> ItemScore:
     if result.error is not None:
         return ItemScore(item.key, item.kind, item.count, None, error=result.error)
     if result.size is None:
@@ -106,18 +144,30 @@ def _score_item(item: DatasetItem, result: ItemResult, fraction: float) -> ItemS
     threshold = distance_threshold(*result.size, fraction=fraction)
     predicted = [*result.points, *result.tracks]
     points = tracks = None
+    masks = item.masks if rule == "auto" else None
     if item.kind == "image" and item.points is not None:
-        points = point_scores(predicted, item.points, threshold)
+        if masks is not None:
+            points = mask_point_scores(predicted, item.points, masks, result.size)
+        else:
+            points = point_scores(predicted, item.points, threshold)
     elif item.kind == "video" and item.truth is not None:
         truth = load_ground_truth(item.truth)
+        if rule == "distance":
+            truth = replace(truth, masks={})
         _check_size(item, truth, result.size)
         plan = result.plan
+        shown = shown_frames(plan)
         truth_at = group_by_time(truth.at_plan(plan))
         predicted_at = group_by_time(predicted)
-        points = sum_scores(
-            point_scores(predicted_at.get(t, []), truth_at.get(t, []), threshold)
-            for t in dict.fromkeys(plan.times)  # a repeated time is one prompt entry
-        )
+        frame_scores = []
+        for t, index in shown.items():
+            guesses, true_here = predicted_at.get(t, []), truth_at.get(t, [])
+            if truth.masks:
+                here = [truth.mask_of(index, o.id) for o in true_here]
+                frame_scores.append(mask_point_scores(guesses, true_here, here, result.size))
+            else:
+                frame_scores.append(point_scores(guesses, true_here, threshold))
+        points = sum_scores(frame_scores)
         if result.tracks:
             tracks = score_points(result.tracks, truth, plan, radius=threshold)
     return ItemScore(item.key, item.kind, item.count, result.count, points, tracks, threshold)
@@ -131,27 +181,45 @@ def _check_size(item: DatasetItem, truth: GroundTruth, size: tuple[int, int]) ->
         )
 
 
+RULE_CHOICES = ("auto", "distance")
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
 def score_results(
-    items: Sequence[DatasetItem], results: Iterable[ItemResult], *, fraction: float = DIAGONAL_FRACTION
+    items: Sequence[DatasetItem],
+    results: Iterable[ItemResult],
+    *,
+    fraction: float = DIAGONAL_FRACTION,
+    rule: str = "auto",
 ) -> DatasetScore:
     """Score each item's result against its ground truth, and pool the scores.
 
-    A predicted point counts when it can be paired with a true point within ``fraction`` of the
-    image diagonal, each true point paired at most once (``evaluation.match_points``). Failed
-    items are listed, not scored; items without a result are counted as not run.
+    ``rule="auto"``: an item whose truth has masks is scored by Molmo2's rule (paired on
+    distance, a hit when the point is inside the object's mask: ``evaluation.MASK_RULE``), one
+    without by ours: a pair within ``fraction`` of the image diagonal (``DISTANCE_RULE``).
+    ``rule="distance"`` uses ours everywhere, masks or not, to compare the two on the same
+    answers. Each true point is paired at most once. Failed items are listed, not scored; items
+    without a result are counted as not run.
     """
+    if rule not in RULE_CHOICES:
+        raise ValueError(
+            f"rule must be 'auto' (Molmo2's in-mask rule where the truth has masks) or 'distance', got {rule!r}"
+        )
     by_key = latest(results)
     scores, not_run = [], []
     for item in items:
         if item.key in by_key:
-            scores.append(_score_item(item, by_key[item.key], fraction))
+            scores.append(_score_item(item, by_key[item.key], fraction, rule))
         else:
             not_run.append(item.key)
     ok = [s for s in scores if s.error is None]
     counted = [s for s in ok if s.true_count is not None]
     images = [s.points for s in ok if s.kind == "image" and s.points is not None]
     videos = [s.points for s in ok if s.kind == "video" and s.points is not None]
-    tracked = [s.tracks.id_consistency for s in ok if s.tracks is not None]
+    tracks = [s.tracks for s in ok if s.tracks is not None]
     return DatasetScore(
         items=tuple(scores),
         counts=count_scores([s.predicted_count for s in counted], [s.true_count for s in counted])
@@ -159,10 +227,15 @@ def score_results(
         else None,
         image_points=sum_scores(images) if images else None,
         video_points=sum_scores(videos) if videos else None,
-        mean_image_f1=sum(p.f1 for p in images) / len(images) if images else None,
-        id_consistency=sum(tracked) / len(tracked) if tracked else None,
+        mean_image_f1=_mean([p.f1 for p in images]),
+        id_consistency=_mean([t.id_consistency for t in tracks]),
         not_run=tuple(not_run),
         fraction=fraction,
+        mean_image_precision=_mean([p.precision for p in images]),
+        mean_image_recall=_mean([p.recall for p in images]),
+        hota=_mean([t.hota for t in tracks]),
+        deta=_mean([t.deta for t in tracks]),
+        assa=_mean([t.assa for t in tracks]),
     )
 
 
@@ -195,6 +268,7 @@ def score_table(scores: Iterable[ItemScore]) -> str:
     def num(value: float | None, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
+    scores = list(scores)
     rows = [("item", "true", "answer", "error", "precision", "recall", "F1", "one id")]
     errors = []
     for s in scores:
@@ -222,4 +296,22 @@ def score_table(scores: Iterable[ItemScore]) -> str:
         )
         for row in rows
     ]
-    return "\n".join([*lines, *errors])
+    return "\n".join([*lines, *_rule_lines(scores), *errors])
+
+
+def _rule_lines(scores: list[ItemScore]) -> list[str]:
+    """Under the table: which rule judged whose points, and the tracks' HOTA."""
+    names = {MASK_RULE: "in the object's mask (Molmo2's rule)", DISTANCE_RULE: "within distance (our rule)"}
+    lines = []
+    for rule, name in names.items():
+        keys = [s.key for s in scores if s.rule == rule]
+        if keys:
+            shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+            lines.append(f"points {name}: {shown}")
+    lines += [
+        f"tracks of {s.key}: HOTA {s.tracks.hota:.2f}, DetA {s.tracks.deta:.2f}, AssA {s.tracks.assa:.2f} "
+        f"(TrackEval; similarity {s.tracks.rule})"
+        for s in scores
+        if s.tracks is not None
+    ]
+    return lines
