@@ -20,6 +20,24 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    GenerationConfig,
+    Molmo2Config,
+    Molmo2ForConditionalGeneration,
+    Molmo2ImageProcessor,
+    Molmo2Processor,
+    Molmo2VideoProcessor,
+    PreTrainedTokenizerFast,
+    Sam2ImageProcessor,
+    Sam2VideoConfig,
+    Sam2VideoModel,
+    Sam2VideoProcessor,
+    Sam2VideoVideoProcessor,
+)
 
 from molmo_nb_utils.paths import REPO_ROOT
 
@@ -91,9 +109,6 @@ _CORPUS = [
 
 def _tokenizer():
     """A byte-level BPE trained in memory, with ChatML and Molmo2's media tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -116,8 +131,6 @@ def _tokenizer():
 
 
 def _processor(tokenizer):
-    from transformers import Molmo2ImageProcessor, Molmo2Processor, Molmo2VideoProcessor
-
     half = [0.5, 0.5, 0.5]
     image_processor = Molmo2ImageProcessor(
         size={"height": 378, "width": 378},
@@ -151,8 +164,6 @@ def _processor(tokenizer):
 
 
 def _config(tokenizer, text_vocab: int):
-    from transformers import Molmo2Config
-
     ids = dict(zip(MEDIA_TOKENS, tokenizer.convert_tokens_to_ids(MEDIA_TOKENS), strict=True))
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
@@ -212,8 +223,6 @@ def _draw_weights(model, seed: int) -> None:
     patch token's embedding, as a trained model's do. One generator, in the model's fixed module order: the
     same seed gives the same bytes.
     """
-    import torch
-
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
@@ -241,19 +250,21 @@ class TinyModelError(ValueError):
     """The tiny model cannot be written where asked; the message says what to do instead."""
 
 
-def _read_marker(folder: Path) -> dict | None:
+def _read_marker(folder: Path, marker: str) -> dict | None:
     try:
-        marker = json.loads((folder / MARKER).read_text())
+        found = json.loads((folder / marker).read_text())
     except (OSError, ValueError):
         return None
-    return marker if isinstance(marker, dict) and isinstance(marker.get("files"), list) else None
+    return found if isinstance(found, dict) and isinstance(found.get("files"), list) else None
 
 
-def _built_here(folder: Path) -> bool:
+def _built_here(folder: Path, marker: str = MARKER) -> bool:
     """Whether ``folder`` holds only plain files a build of this module wrote (an empty folder counts)."""
-    marker = _read_marker(folder)
-    if marker is not None:
-        names = {*map(str, marker["files"]), MARKER}
+    found = _read_marker(folder, marker)
+    if found is not None:
+        names = {*map(str, found["files"]), marker}
+    elif marker != MARKER:  # only the tiny Molmo2 was ever built without a marker
+        names = set()
     else:  # an older build: its files, and a 32-wide Molmo2 in config.json (or no config.json: unfinished)
         names = set(_UNMARKED_FILES)
         try:
@@ -267,11 +278,58 @@ def _built_here(folder: Path) -> bool:
     return all(e.name in names and e.is_file() and not e.is_symlink() for e in folder.iterdir())
 
 
-def _is_current(folder: Path, seed: int) -> bool:
+def _is_current(folder: Path, seed: int, marker: str = MARKER, version: int = WEIGHTS_VERSION) -> bool:
     """A finished build (config.json is moved in last) of today's weights with this seed."""
-    marker = _read_marker(folder) or {}
+    found = _read_marker(folder, marker) or {}
     finished = (folder / "config.json").is_file()
-    return finished and marker.get("weights_version") == WEIGHTS_VERSION and marker.get("seed") == seed
+    return finished and found.get("weights_version") == version and found.get("seed") == seed
+
+
+def _reusable(path: Path, seed: int, overwrite: bool, marker: str, version: int, example: str) -> bool:
+    """True when ``path`` holds a model to use as it is; raises when it may not be written; False: build."""
+    if path.exists() and not path.is_dir():
+        raise TinyModelError(f"{path} is a file, not a folder: give a new folder for the tiny model")
+    if path.is_dir():
+        ours = _built_here(path, marker)
+        if (
+            (path / "config.json").is_file()
+            and not overwrite
+            and (_is_current(path, seed, marker, version) or not ours)
+        ):
+            return True  # a finished build, or another model the caller chose: use it as it is
+        if not ours:
+            raise TinyModelError(
+                f"{path} holds files this builder did not write, so it will not replace them: nothing was "
+                f"changed. Give a new or empty folder for the tiny model (e.g. {example})."
+            )
+    return False
+
+
+def _move_in(path: Path, save, marker: str, info: dict[str, Any]) -> Path:
+    """``save(folder)`` into a temporary folder beside ``path``, then move the files in, ``config.json`` last.
+
+    An interrupted build never leaves a folder that looks like a finished model; files only an older
+    build of ours wrote are removed, nothing else is.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        tmp.chmod(0o755)
+        save(tmp)
+        names = sorted(entry.name for entry in tmp.iterdir())
+        (tmp / marker).write_text(json.dumps({**info, "files": names}, indent=1) + "\n")
+        if not path.exists():
+            os.replace(tmp, path)
+            return path
+        (path / "config.json").unlink(missing_ok=True)  # from here on the folder is no model until done
+        for entry in path.iterdir():
+            if entry.name not in names and entry.name != marker:  # a file only an older build wrote
+                entry.unlink()
+        for name in [marker, *(n for n in names if n != "config.json"), "config.json"]:
+            os.replace(tmp / name, path / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
 
 
 def build_tiny_molmo2(path: str | Path, *, seed: int = 0, overwrite: bool = False) -> Path:
@@ -287,23 +345,9 @@ def build_tiny_molmo2(path: str | Path, *, seed: int = 0, overwrite: bool = Fals
     temporary folder beside ``path`` and moved in file by file, ``config.json`` last, so an interrupted
     build never leaves a folder that looks like a finished model.
     """
-    import torch
-    from transformers import GenerationConfig, Molmo2ForConditionalGeneration
-
     path = Path(path).expanduser().absolute()
-    if path.exists() and not path.is_dir():
-        raise TinyModelError(f"{path} is a file, not a folder: give a new folder for the tiny model")
-    if path.is_dir():
-        ours = _built_here(path)
-        if (path / "config.json").is_file() and not overwrite and (_is_current(path, seed) or not ours):
-            return path  # a finished build, or another model the caller chose: use it as it is
-        if not ours:
-            raise TinyModelError(
-                f"{path} holds files this builder did not write, so it will not replace them: nothing was "
-                "changed. Give a new or empty folder for the tiny model (e.g. downloaded_data/tiny-molmo2)."
-            )
-    path.parent.mkdir(parents=True, exist_ok=True)
-
+    if _reusable(path, seed, overwrite, MARKER, WEIGHTS_VERSION, "downloaded_data/tiny-molmo2"):
+        return path
     tokenizer, text_vocab = _tokenizer()
     processor = _processor(tokenizer)
     config = _config(tokenizer, text_vocab)
@@ -316,59 +360,156 @@ def build_tiny_molmo2(path: str | Path, *, seed: int = 0, overwrite: bool = Fals
         pad_token_id=config.pad_token_id,
     )
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    try:
-        tmp.chmod(0o755)
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        names = sorted(entry.name for entry in tmp.iterdir())
-        marker = {"built_by": "molmo_nb_utils.tiny", "weights_version": WEIGHTS_VERSION, "seed": seed}
-        (tmp / MARKER).write_text(json.dumps({**marker, "files": names}, indent=1) + "\n")
-        if not path.exists():
-            os.replace(tmp, path)
-            return path
-        (path / "config.json").unlink(missing_ok=True)  # from here on the folder is no model until done
-        for entry in path.iterdir():
-            if entry.name not in names and entry.name != MARKER:  # a file only an older build wrote
-                entry.unlink()
-        for name in [MARKER, *(n for n in names if n != "config.json"), "config.json"]:
-            os.replace(tmp / name, path / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
+    def save(folder: Path) -> None:
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+
+    info = {"built_by": "molmo_nb_utils.tiny", "weights_version": WEIGHTS_VERSION, "seed": seed}
+    return _move_in(path, save, MARKER, info)
 
 
-# ``load_model("tiny")`` and ``MOLMO_MODEL_ID=tiny`` mean the tiny model in ``tiny_model_dir()``.
+# ---------------------------------------------------------------------------------------------
+# A tiny random SAM 2 (transformers' Sam2VideoModel), for the segmentation lesson and its tests
+
+SAM_MARKER = "tiny_sam2.json"
+SAM_WEIGHTS_VERSION = 1
+# Pictures are resized to this square, as the released SAM 2 resizes them to 1024x1024 (a 64x64 grid of
+# 16 px patches there, 8x8 here).
+TINY_SAM_IMAGE_SIZE = 128
+
+
+def _sam_config() -> Sam2VideoConfig:
+    """SAM 2's architecture at toy sizes: a four-stage Hiera of 5 blocks, 8..64 wide, at 128 px.
+
+    Some sizes are not free: the memory encoder's output (64 channels) is hard-wired into the memory
+    attention, and the decoder must be wider than it (128 here, 256 in the release) so object pointers
+    are split into memory-sized tokens, as the released models do. A stage's first block pools with the
+    previous stage's window, so no global-attention block may start a stage.
+    """
+    size = TINY_SAM_IMAGE_SIZE
+    hidden = 128
+    return Sam2VideoConfig(
+        vision_config=dict(
+            model_type="sam2_vision_model",
+            backbone_config=dict(
+                model_type="sam2_hiera_det_model",
+                hidden_size=8,
+                num_attention_heads=1,
+                image_size=[size, size],
+                blocks_per_stage=[1, 1, 2, 1],
+                embed_dim_per_stage=[8, 16, 32, 64],
+                num_attention_heads_per_stage=[1, 1, 2, 2],
+                window_size_per_stage=[4, 4, 4, 2],
+                global_attention_blocks=[3],
+                window_positional_embedding_background_size=[2, 2],
+            ),
+            backbone_channel_list=[64, 32, 16, 8],
+            backbone_feature_sizes=[[size // 4] * 2, [size // 8] * 2, [size // 16] * 2],
+            fpn_hidden_size=hidden,
+        ),
+        prompt_encoder_config=dict(hidden_size=hidden, image_size=size, patch_size=16),
+        mask_decoder_config=dict(
+            hidden_size=hidden, mlp_dim=128, num_attention_heads=2, iou_head_hidden_dim=64
+        ),
+        image_size=size,
+        num_maskmem=3,
+        max_object_pointers_in_encoder=4,
+        memory_attention_hidden_size=hidden,
+        memory_attention_num_layers=1,
+        memory_attention_feed_forward_hidden_size=128,
+        memory_attention_rope_feat_sizes=[size // 16, size // 16],
+        memory_encoder_hidden_size=hidden,
+        memory_encoder_output_channels=64,
+        mask_downsampler_embed_dim=hidden,
+        memory_fuser_embed_dim=hidden,
+        memory_fuser_intermediate_dim=128,
+    )
+
+
+def _sam_processor() -> Sam2VideoProcessor:
+    """The released processor's settings at the tiny size: pictures and prompt points scaled to 128 px."""
+    size = {"height": TINY_SAM_IMAGE_SIZE, "width": TINY_SAM_IMAGE_SIZE}
+    return Sam2VideoProcessor(
+        image_processor=Sam2ImageProcessor(size=size),
+        video_processor=Sam2VideoVideoProcessor(size=size),
+        target_size=TINY_SAM_IMAGE_SIZE,
+        point_pad_value=-10,
+    )
+
+
+def build_tiny_sam2(path: str | Path, *, seed: int = 0, overwrite: bool = False) -> Path:
+    """Build and save a tiny random SAM 2 (``Sam2VideoModel`` and ``Sam2VideoProcessor``) to ``path``.
+
+    Why: the segmentation lesson and its tests run offline through the same ``from_pretrained`` calls as
+    ``facebook/sam2.1-hiera-tiny``, in well under a second per video; its masks are noise. The rules of
+    ``build_tiny_molmo2`` hold: reused when current, nothing it did not write is deleted, moved in last.
+    """
+    path = Path(path).expanduser().absolute()
+    if _reusable(path, seed, overwrite, SAM_MARKER, SAM_WEIGHTS_VERSION, "downloaded_data/tiny-sam2"):
+        return path
+    torch.manual_seed(seed)
+    model = Sam2VideoModel(_sam_config()).eval()
+    processor = _sam_processor()
+
+    def save(folder: Path) -> None:
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+
+    info = {"built_by": "molmo_nb_utils.tiny", "weights_version": SAM_WEIGHTS_VERSION, "seed": seed}
+    return _move_in(path, save, SAM_MARKER, info)
+
+
+# ``load_model("tiny")`` and ``MOLMO_MODEL_ID=tiny`` mean the tiny model in ``tiny_model_dir()``;
+# ``load_segmenter("tiny")`` and ``MOLMO_SEGMENTER_ID=tiny`` the tiny SAM 2 in ``tiny_segmenter_dir()``.
 TINY_NAME = "tiny"
+
+
+def _tiny_dir(name: str) -> Path:
+    if (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "molmo_nb_utils").is_dir():
+        return REPO_ROOT / "downloaded_data" / name
+    cache = os.environ.get("XDG_CACHE_HOME", "").strip() or "~/.cache"
+    return Path(cache).expanduser() / "molmo_nb_utils" / name
 
 
 def tiny_model_dir() -> Path:
     """Where ``"tiny"`` lives: ``downloaded_data/tiny-molmo2`` in a checkout (where ``make tiny`` builds it),
     else a per-user cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``), so an installed package never
     writes into site-packages."""
-    if (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "molmo_nb_utils").is_dir():
-        return REPO_ROOT / "downloaded_data" / "tiny-molmo2"
-    cache = os.environ.get("XDG_CACHE_HOME", "").strip() or "~/.cache"
-    return Path(cache).expanduser() / "molmo_nb_utils" / "tiny-molmo2"
+    return _tiny_dir("tiny-molmo2")
+
+
+def tiny_segmenter_dir() -> Path:
+    """Where the segmenter ``"tiny"`` lives: ``downloaded_data/tiny-sam2``, or the cache as ``tiny_model_dir``."""
+    return _tiny_dir("tiny-sam2")
+
+
+def is_tiny_molmo2(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is a tiny Molmo2 built here (it holds this module's marker)."""
+    return _read_marker(Path(folder), MARKER) is not None
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m molmo_nb_utils.tiny [FOLDER] [--overwrite] [--seed N]``; prints the folder."""
+    """``python -m molmo_nb_utils.tiny [FOLDER] [--segmenter] [--overwrite] [--seed N]``; prints the folder."""
     parser = argparse.ArgumentParser(
         prog="python -m molmo_nb_utils.tiny",
-        description="Build the tiny random Molmo2 that the tests and the offline notebooks use.",
+        description="Build the tiny random Molmo2 (or, with --segmenter, SAM 2) that the tests and the "
+        "offline notebooks use.",
     )
     parser.add_argument(
-        "folder", nargs="?", default="downloaded_data/tiny-molmo2",
-        help="a new or empty folder, or one this command built before (default: %(default)s)",
+        "folder", nargs="?", default=None,
+        help="a new or empty folder, or one this command built before (default: downloaded_data/tiny-molmo2, "
+        "or downloaded_data/tiny-sam2 with --segmenter)",
     )  # fmt: skip
+    parser.add_argument("--segmenter", action="store_true", help="build the tiny SAM 2 instead of Molmo2")
     parser.add_argument("--overwrite", action="store_true", help="rebuild a finished build in FOLDER")
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the random weights (default: %(default)s)"
     )
     args = parser.parse_args(argv)
+    build = build_tiny_sam2 if args.segmenter else build_tiny_molmo2
+    folder = args.folder or ("downloaded_data/tiny-sam2" if args.segmenter else "downloaded_data/tiny-molmo2")
     try:
-        print(build_tiny_molmo2(args.folder, seed=args.seed, overwrite=args.overwrite))
+        print(build(folder, seed=args.seed, overwrite=args.overwrite))
     except TinyModelError as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     return 0

@@ -1,0 +1,219 @@
+"""Scores for masks: mask IoU per picture and J&F per video, against true masks.
+
+Why masks need their own scores: the hit rule of ``04_video_pointing`` asks whether a point lies
+within 5% of the diagonal of the true centre; it cannot tell a mask that covers the coin from one that
+spills over the table. Mask IoU (intersection over union) can, and J&F, the score of the DAVIS video
+benchmark and of Molmo2's own tracking results, adds the boundary: J is the IoU, F the F-measure of
+the mask's contour against the true contour within 0.8% of the picture's diagonal.
+
+J&F is TrackEval's (``trackeval.metrics.JAndF``, the DAVIS 2017 code): predicted and true objects are
+paired by the best mean J (ids need not agree: Molmo2 numbers objects its own way), a true object left
+unpaired scores 0, and a frame where both masks are empty counts as 1. Masks are plain (H, W) bool
+arrays, or the ``PictureMasks`` of ``segmentation``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from scipy.optimize import linear_sum_assignment
+from trackeval.metrics import JAndF
+
+from molmo_nb_utils.evaluation import load_ground_truth
+from molmo_nb_utils.media import FramePlan
+from molmo_nb_utils.segmentation import PictureMasks
+
+
+def rle(mask: np.ndarray) -> dict:
+    """COCO's run-length encoding of one (H, W) bool mask (``counts`` as text, JSON-ready)."""
+    encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
+
+
+def _encoded(mask: np.ndarray) -> dict:
+    return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+
+
+def mask_iou(predicted: np.ndarray, true: np.ndarray) -> float:
+    """Intersection over union of two (H, W) bool masks; 1.0 when both are empty (nothing to find, none found)."""
+    if predicted.shape != true.shape:
+        raise ValueError(f"masks of {predicted.shape} and {true.shape}: compare masks of the same picture")
+    union = np.logical_or(predicted, true).sum()
+    return 1.0 if union == 0 else float(np.logical_and(predicted, true).sum() / union)
+
+
+def disc_mask(width: int, height: int, x: float, y: float, diameter: float) -> np.ndarray:
+    """(height, width) bool: the pixels whose centres lie within ``diameter / 2`` of (x, y).
+
+    Coordinates are continuous, (0, 0) the top-left corner of the picture, as in the ground truth; a
+    coin pasted by ``scripts/make_sample_media.py`` covers at least half of exactly these pixels.
+    """
+    rows, cols = np.mgrid[0:height, 0:width] + 0.5
+    return (cols - x) ** 2 + (rows - y) ** 2 <= (diameter / 2) ** 2
+
+
+@dataclass(frozen=True)
+class MaskScore:
+    """Masks on one picture against its true masks: each true object paired with the predicted mask
+    that overlaps it best (one to one), ``pairs[true_id] = (predicted_id, iou)``."""
+
+    pairs: dict[int, tuple[int, float]]
+    true_objects: int
+    predicted_masks: int
+
+    @property
+    def mean_iou(self) -> float:
+        """Mean IoU over the true objects; an object without a paired mask scores 0 (1.0 with none to find)."""
+        if not self.true_objects:
+            return 1.0 if not self.predicted_masks else 0.0
+        return sum(iou for _, iou in self.pairs.values()) / self.true_objects
+
+    @property
+    def extra_masks(self) -> int:
+        """Predicted masks paired with no true object."""
+        return self.predicted_masks - len(self.pairs)
+
+    def __str__(self) -> str:
+        return (
+            f"mean mask IoU {self.mean_iou:.3f} over {self.true_objects} true objects "
+            f"({len(self.pairs)} paired, {self.extra_masks} extra masks)"
+        )
+
+
+def _iou_matrix(predicted: PictureMasks, true: PictureMasks) -> np.ndarray:
+    if predicted.size != true.size:
+        raise ValueError(
+            f"predicted masks are {predicted.size[0]}x{predicted.size[1]} but true masks "
+            f"{true.size[0]}x{true.size[1]}: score masks of the same picture"
+        )
+    if not len(predicted) or not len(true):
+        return np.zeros((len(predicted), len(true)))
+    pred = [_encoded(m) for m in predicted.masks]
+    gt = [_encoded(m) for m in true.masks]
+    return np.asarray(mask_utils.iou(pred, gt, [0] * len(gt)), dtype=np.float64).reshape(len(pred), len(gt))
+
+
+def mask_scores(predicted: PictureMasks, true: PictureMasks) -> MaskScore:
+    """Mask IoU on one picture: predicted and true masks paired one to one for the largest total IoU
+    (ids need not agree); pairs with no overlap at all are not pairs."""
+    ious = _iou_matrix(predicted, true)
+    rows, cols = linear_sum_assignment(-ious) if ious.size else ((), ())
+    pairs = {
+        int(true.ids[c]): (int(predicted.ids[r]), float(ious[r, c]))
+        for r, c in zip(rows, cols, strict=True)
+        if ious[r, c] > 0
+    }
+    return MaskScore(pairs, len(true), len(predicted))
+
+
+@dataclass(frozen=True)
+class VideoMaskScore:
+    """J&F of a video (TrackEval's DAVIS J&F): means over the true objects of their per-frame J and F.
+
+    ``j_recall`` / ``f_recall``: the share of frames with J (F) above 0.5.
+    """
+
+    j: float
+    f: float
+    j_recall: float
+    f_recall: float
+    true_objects: int
+    frames: int
+
+    @property
+    def j_and_f(self) -> float:
+        return (self.j + self.f) / 2
+
+    def __str__(self) -> str:
+        return (
+            f"J&F {self.j_and_f:.3f} (J {self.j:.3f}, F {self.f:.3f}) over {self.true_objects} true objects "
+            f"and {self.frames} frames"
+        )
+
+
+def _tracks(per_frame: Sequence[PictureMasks]) -> tuple[list[int], list[list[int]], list[list[dict]]]:
+    """Every id in order, and per frame the (0-based) object indices and RLE masks TrackEval reads."""
+    ids = sorted({i for m in per_frame for i in m.ids})
+    index = {i: k for k, i in enumerate(ids)}
+    at = [[index[i] for i in m.ids] for m in per_frame]
+    dets = [[_encoded(mask) for mask in m.masks] for m in per_frame]
+    return ids, at, dets
+
+
+def video_mask_scores(predicted: Sequence[PictureMasks], true: Sequence[PictureMasks]) -> VideoMaskScore:
+    """J&F of predicted masks on the frames shown (a ``Segmentation``) against the true masks of those frames."""
+    predicted, true = list(predicted), list(true)
+    if len(predicted) != len(true) or not true:
+        raise ValueError(
+            f"got predicted masks for {len(predicted)} frames and true masks for {len(true)}: give both for "
+            "the same frames shown (true_masks(..., answer.video.plan))"
+        )
+    for k, (p, t) in enumerate(zip(predicted, true, strict=True)):
+        if p.size != t.size:
+            raise ValueError(f"frame {k}: predicted masks are {p.size} but true masks {t.size}")
+    gt_ids, gt_at, gt_dets = _tracks(true)
+    tr_ids, tr_at, tr_dets = _tracks(predicted)
+    data = {
+        "num_timesteps": len(true),
+        "num_gt_ids": len(gt_ids),
+        "num_tracker_ids": len(tr_ids),
+        "gt_ids": gt_at,
+        "tracker_ids": tr_at,
+        "gt_dets": gt_dets,
+        "tracker_dets": tr_dets,
+    }
+    if not gt_ids:
+        raise ValueError("the true masks hold no object: J&F needs at least one true object")
+    res = JAndF().eval_sequence(data)
+    return VideoMaskScore(
+        j=float(res["J-Mean"]),
+        f=float(res["F-Mean"]),
+        j_recall=float(res["J-Recall"]),
+        f_recall=float(res["F-Recall"]),
+        true_objects=len(gt_ids),
+        frames=len(true),
+    )
+
+
+def true_masks(truth_path: str | os.PathLike, plan: FramePlan) -> list[PictureMasks]:
+    """The true masks of a sample video's coins on the frames of ``plan`` (``answer.video.plan``).
+
+    The coins are discs of known diameter (``objects[].diameter`` in the ground truth), drawn where the
+    truth puts their centres (``GroundTruth.at_plan``, the one place truth meets the frames shown), less
+    what lies behind an occluder or outside the frame. Exact, so the lesson's scores are too.
+    """
+    path = Path(truth_path)
+    truth = load_ground_truth(path)
+    data = json.loads(path.read_text())
+    try:
+        diameters = {int(o["id"]): float(o["diameter"]) for o in data["objects"]}
+        hidden = [(int(o["x0"]), int(o["y0"]), int(o["x1"]), int(o["y1"])) for o in data.get("occluders", [])]
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(
+            f"{path} gives no coin diameters ({err}): true masks need objects[].diameter"
+        ) from None
+    width, height = truth.width, truth.height
+    behind = np.zeros((height, width), bool)
+    for x0, y0, x1, y1 in hidden:
+        behind[max(0, y0) : y1, max(0, x0) : x1] = True
+    at_time: dict[float, list] = {}
+    for p in truth.at_plan(plan):
+        at_time.setdefault(p.time, []).append(p)
+    out = []
+    for t in plan.times:
+        here = sorted(at_time.get(float(t), []), key=lambda p: p.id)
+        masks = [disc_mask(width, height, p.x, p.y, diameters[p.id]) & ~behind for p in here]
+        out.append(
+            PictureMasks(
+                np.stack(masks) if masks else np.zeros((0, height, width), bool),
+                tuple(p.id for p in here),
+                tuple(1.0 for _ in here),
+            )
+        )
+    return out
