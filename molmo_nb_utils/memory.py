@@ -300,8 +300,7 @@ def _image_plan(height: int | None, width: int | None, max_crops: int) -> tuple[
     if height is None or width is None:  # a canvas of exactly h x w crops for every allowed tiling
         tilings = [(h, w) for h in range(1, max_crops + 1) for w in range(1, max_crops // h + 1)]
         return max(_image_plan(h * 266 + 112, w * 266 + 112, max_crops) for h, w in tilings)
-    if height < 1 or width < 1:
-        raise ValueError(f"image size must be positive, got {height}x{width}")
+    positive_int(height, "height"), positive_int(width, "width")
     tiling_h, tiling_w, canvas_h, canvas_w = compute_crop_geometry(height, width, max_crops, [4, 4], 378, 14)
     rows, cols = math.ceil(canvas_h // 14 / 2), math.ceil(canvas_w // 14 / 2)
     low_res = 1 + 14 * 14 + 1  # the global crop: start, 14x14 pooled patches, end

@@ -24,6 +24,8 @@ import torch
 from transformers import Molmo2Model
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from molmo_nb_utils.checks import positive_int_or_none
+
 # Frames (or crops) per chunk: 8 frames of 729 patches are 5,832 positions per ViT batch, and a working set
 # under 0.5 GiB in 16-bit. An image's 8 high-resolution crops (the default max_crops) fit one chunk.
 VISION_CHUNK = 8
@@ -44,14 +46,7 @@ def _inner_model(model: Any):
 def check_vision_chunk(chunk_size: Any, name: str = "chunk_size") -> None:
     """Raise a clear error unless ``chunk_size`` is a whole number >= 1 or None (all at once): call it before
     a long model load, so that a bad value fails at once."""
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)):
-        raise TypeError(
-            f"{name} must be a whole number of crops/frames or None (all at once), got {chunk_size!r}"
-        )
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(
-            f"{name} must be >= 1 (crops or frames per chunk) or None (all at once), got {chunk_size}"
-        )
+    positive_int_or_none(chunk_size, name, "all crops or frames at once")
 
 
 def chunk_vision(model: Any, chunk_size: int | None = VISION_CHUNK):

@@ -217,8 +217,8 @@ def test_chunked_vision_sets_the_peak_by_the_chunk_not_the_video():
     assert images[0].vision_gb == images[1].vision_gb < images[2].vision_gb
     # without chunking, transformers keeps the ViT's last hidden state of every frame through the prefill
     assert whole.prefill_gb - chunked.prefill_gb == pytest.approx(120 * 729 * 1152 * 2 / GIB)
-    for bad, error in ((0, ValueError), (-8, ValueError), (2.5, TypeError), (True, TypeError)):
-        with pytest.raises(error, match="vision_chunk"):
+    for bad in (0, -8, 2.5, True):
+        with pytest.raises(ValueError, match="vision_chunk must be a whole number >= 1"):
             estimate_memory(M4B, prompt_tokens=10, num_frames=4, vision_chunk=bad)
 
 
@@ -423,7 +423,7 @@ def test_token_estimates_by_hand():
         video_tokens_estimate(3, fps=0)
     with pytest.raises(ValueError, match="max_crops must be a whole number >= 1"):
         image_tokens_estimate(10, 10, max_crops=0)
-    with pytest.raises(ValueError, match="image size must be positive"):
+    with pytest.raises(ValueError, match="height must be a whole number >= 1"):
         image_tokens_estimate(0, 10)
 
 

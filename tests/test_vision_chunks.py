@@ -122,17 +122,14 @@ def test_chunk_vision_is_set_and_undone_on_the_instance(tiny_model):
 def test_bad_chunk_sizes_and_models_get_clear_errors(tiny_model):
     model, _ = tiny_model
     before = vision_chunk_size(model)
-    for bad in (0, -3):
-        with pytest.raises(ValueError, match="chunk_size must be >= 1"):
-            chunk_vision(model, bad)
-    for bad in (2.5, "8", True):
-        with pytest.raises(TypeError, match="chunk_size must be a whole number"):
+    for bad in (0, -3, 2.5, "8", True):
+        with pytest.raises(ValueError, match=r"chunk_size must be a whole number >= 1 .* or None \(all"):
             chunk_vision(model, bad)
     assert vision_chunk_size(model) == before  # a refused call changes nothing
     # the same check, for load_model to call before it loads anything
     check_vision_chunk(None)
     check_vision_chunk(4)
-    with pytest.raises(ValueError, match="vision_chunk must be >= 1 .* or None"):
+    with pytest.raises(ValueError, match="vision_chunk must be a whole number >= 1 .* or None"):
         check_vision_chunk(0, "vision_chunk")
     with pytest.raises(TypeError, match="needs a Molmo2 model .* got Linear"):
         chunk_vision(torch.nn.Linear(2, 2), 4)

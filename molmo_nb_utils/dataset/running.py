@@ -16,7 +16,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from molmo_nb_utils.asking import DEFAULT_MAX_NEW_TOKENS, Answer, chat, chat_batch, user_message
-from molmo_nb_utils.checks import positive_int
+from molmo_nb_utils.checks import positive_int, positive_int_or_none
 from molmo_nb_utils.dataset.items import DatasetItem, check_items, file_identity, item_prompt, same_file
 from molmo_nb_utils.dataset.results import (
     ItemResult,
@@ -71,8 +71,7 @@ class RunSettings:
         """The settings of a run of ``model``: its identity (weights read once) and the asking knobs."""
         positive_int(max_new_tokens, "max_new_tokens")
         positive_int(max_frames, "max_frames")
-        if max_crops is not None:
-            positive_int(max_crops, "max_crops")
+        positive_int_or_none(max_crops, "max_crops", "the processor's default")
         name, adapter = model_identity(model)
         weights = weights_identity(model)
         return cls(
