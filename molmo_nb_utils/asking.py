@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 from transformers import TextStreamer
 
+from molmo_nb_utils.checks import positive_int, positive_int_or_none
 from molmo_nb_utils.grounding import Point, nearest_index, parse_points, parse_tracks, snap_times
 from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES, VideoFrames, load_image, sample_frames
 from molmo_nb_utils.memory import next_setting_advice
@@ -237,6 +238,7 @@ def _prompt(processor, messages, fps, max_frames):
 def _media_kwargs(images: list, videos: list[VideoFrames], max_crops: int | None) -> dict[str, Any]:
     """The processor's arguments for these images (one list per prompt when batched) and videos."""
     kwargs: dict[str, Any] = {"return_tensors": "pt"}
+    max_crops = positive_int_or_none(max_crops, "max_crops", "the processor's default, 8")
     if images:
         kwargs["images"] = images
         if max_crops is not None:
@@ -296,6 +298,7 @@ def _oom_advice(model, messages, fps, max_frames, max_crops) -> str:
 def _generate(model, inputs, max_new_tokens: int, generate_kwargs: dict, advice: Callable[[], str]):
     """``model.generate`` on the processor's inputs (greedy unless told); out of GPU memory becomes
     ``OutOfMemoryAdvice`` with ``advice()``, so a reader learns what to change, not where it failed."""
+    max_new_tokens = positive_int(max_new_tokens, "max_new_tokens")
     for key in ("pixel_values", "pixel_values_videos"):
         if key in inputs:  # cast first: the processor's float32 copy never reaches the GPU
             inputs[key] = inputs[key].to(model.dtype)

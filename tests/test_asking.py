@@ -18,6 +18,7 @@ from molmo_nb_utils.asking import (
     Answer,
     OutOfMemoryAdvice,
     chat,
+    chat_batch,
     prepare_inputs,
     user_message,
     visual_token_count,
@@ -418,6 +419,17 @@ def test_unreadable_video_in_chat(tiny_model, tmp_path):
     bad.write_bytes(b"this is not a video")
     with pytest.raises(ValueError, match="broken.mp4"):
         chat(model, processor, [user_message(bad, text="?")])
+
+
+@pytest.mark.parametrize("bad", [{"max_new_tokens": 0}, {"max_new_tokens": True}, {"max_crops": 0}])
+def test_bad_counts_are_refused_by_name_before_generating(tiny_model, bad):
+    model, processor = tiny_model
+    (name,) = bad
+    messages = [user_message(_noise_image(64, 64), text="Hi")]
+    with pytest.raises(ValueError, match=f"{name} must be a whole number >= 1"):
+        chat(model, processor, messages, **bad)
+    with pytest.raises(ValueError, match=f"{name} must be a whole number >= 1"):
+        chat_batch(model, processor, [messages], **bad)
 
 
 def test_media_item_without_a_source(tiny_model):
