@@ -1,0 +1,321 @@
+"""Tests for segmentation, mask_scores, mask_exports and detections, on the tiny random SAM 2.
+
+The tiny SAM 2's masks are noise, so these tests check what does not depend on its weights: where
+the prompts go, the sizes, ids and frames of the masks, the exports, and scores on hand-made masks.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import supervision as sv
+from PIL import Image
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from molmo_nb_utils import detections, segmentation
+from molmo_nb_utils.asking import Answer
+from molmo_nb_utils.detections import to_detections
+from molmo_nb_utils.grounding import Point, format_points
+from molmo_nb_utils.mask_exports import save_coco, to_coco
+from molmo_nb_utils.mask_scores import disc_mask, mask_iou, mask_scores, true_masks, video_mask_scores
+from molmo_nb_utils.media import sample_frames, video_info
+from molmo_nb_utils.paths import INPUT_DIR
+from molmo_nb_utils.segmentation import (
+    PictureMasks,
+    SegmenterLoadError,
+    load_segmenter,
+    prompt_frames,
+    segment,
+    segmenter_id,
+    segmenter_memory,
+)
+from molmo_nb_utils.tiny import TINY_SAM_IMAGE_SIZE, build_tiny_sam2
+
+
+@pytest.fixture(scope="module")
+def sam(tmp_path_factory):
+    folder = build_tiny_sam2(tmp_path_factory.mktemp("tiny-sam2") / "model")
+    return load_segmenter(folder)
+
+
+@pytest.fixture
+def calls(sam, monkeypatch):
+    """What SAM 2's processor is asked: (frame index, object ids, input points) of every prompt."""
+    _, processor = sam
+    seen = []
+    original = type(processor).add_inputs_to_inference_session
+
+    def spy(self, inference_session, frame_idx, obj_ids, input_points=None, input_labels=None, **kw):
+        seen.append((frame_idx, list(obj_ids), input_points, input_labels, inference_session))
+        return original(self, inference_session, frame_idx, obj_ids, input_points, input_labels, **kw)
+
+    monkeypatch.setattr(type(processor), "add_inputs_to_inference_session", spy)
+    return seen
+
+
+def picture(width: int, height: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8))
+
+
+# --- images ------------------------------------------------------------------------------------
+
+
+def test_image_masks_are_at_each_images_size_one_per_point_id(sam, calls):
+    images = [picture(200, 120), picture(90, 160, 1)]
+    answer = Answer('<points coords="1 1 250 500 2 750 250;2 3 500 500">coins</points>', images=images)
+    result = segment(*sam, answer)
+    assert len(result) == 2
+    assert result[0].masks.shape == (2, 120, 200) and result[0].ids == (1, 2)
+    assert result[1].masks.shape == (1, 160, 90) and result[1].ids == (3,)
+    assert result[0].masks.dtype == bool and len(result[0].scores) == 2
+    assert [b.shape for b in result.boxes()] == [(2, 4), (1, 4)]
+    # the prompts are the answer's points, in pixels of the picture they were given on ...
+    points = answer.points()
+    assert [(f, ids) for f, ids, *_ in calls] == [(0, [1, 2]), (0, [3])]
+    assert calls[0][2] == [[[[points[0].x, points[0].y]], [[points[1].x, points[1].y]]]]
+    assert calls[0][3] == [[[1], [1]]]  # positive clicks
+    assert result.prompts == ((0, 1, 50.0, 60.0), (0, 2, 150.0, 30.0), (1, 3, 45.0, 80.0))
+    # ... and SAM 2 gets them in the pixels of the picture it sees: the image resized to its square input
+    session = calls[1][4]
+    assert tuple(session.get_frame(0).shape[-2:]) == (TINY_SAM_IMAGE_SIZE, TINY_SAM_IMAGE_SIZE)
+    coords = session.point_inputs_per_obj[session.obj_id_to_idx(3)][0]["point_coords"].flatten().tolist()
+    assert coords == pytest.approx([45 * TINY_SAM_IMAGE_SIZE / 90, 80 * TINY_SAM_IMAGE_SIZE / 160])
+
+
+def test_an_image_without_points_gets_no_masks(sam, calls):
+    answer = Answer('<points coords="2 1 500 500">x</points>', images=[picture(64, 48), picture(32, 32)])
+    result = segment(*sam, answer)
+    assert result[0].masks.shape == (0, 48, 64) and result[0].ids == ()
+    assert result[0].boxes().shape == (0, 4)
+    assert result[1].ids == (1,)
+    assert len(calls) == 1
+
+
+def test_segment_refuses_what_is_not_an_answer(sam):
+    with pytest.raises(TypeError, match="Answer"):
+        segment(*sam, "<points coords='1 1 5 5'>x</points>")
+    with pytest.raises(ValueError, match="text only"):
+        segment(*sam, Answer("hello"))
+
+
+# --- video -------------------------------------------------------------------------------------
+
+
+def test_prompt_frames_are_first_appearances_and_returns_after_a_gap():
+    times = [0.0, 0.5, 1.0, 1.5]
+    points = [
+        Point(1, 1, 1, time=0.0),
+        Point(1, 2, 2, time=0.5),
+        Point(2, 3, 3, time=0.0),
+        Point(2, 4, 4, time=1.0),  # back after 0.5 s unseen
+        Point(2, 5, 5, time=1.5),
+        Point(3, 6, 6, time=0.5),
+    ]
+    chosen = prompt_frames(points, times)
+    assert {f: [p.id for p in on] for f, on in chosen.items()} == {0: [1, 2], 1: [3], 2: [2]}
+    assert chosen[2][0].x == 4
+    assert {f: [p.id for p in on] for f, on in prompt_frames(points, times, reprompt=False).items()} == {
+        0: [1, 2],
+        1: [3],
+    }
+
+
+def test_video_masks_are_upright_on_every_frame_shown_for_every_id(sam, calls):
+    video = INPUT_DIR / "bunny_phone.mp4"
+    assert video_info(video).rotation in (90, 270)  # stored sideways, shown upright
+    seen = sample_frames(video, fps=1)
+    width, height = seen.size
+    assert height > width
+    times = seen.timestamps
+    tracks = [
+        Point(1, 100, 200, time=times[0]),
+        Point(1, 110, 210, time=times[1]),
+        Point(2, 50, 400, time=times[1]),
+        Point(1, 115, 215, time=times[2]),
+        Point(2, 60, 380, time=times[3]),  # occluded at times[2]
+        Point(1, 120, 220, time=times[3]),
+    ]
+    answer = Answer(format_points(tracks, seen.size, tag="tracks"), videos=[seen])
+    result = segment(*sam, answer)
+    assert len(result) == len(times)
+    for masks in result:
+        assert masks.masks.shape == (2, height, width) and masks.ids == (1, 2)
+    assert result.track(2).shape == (len(times), height, width)
+    # each id prompted on the frame it first appears on, and id 2 again where it comes back, at the point
+    # Molmo2 gave there, in pixels of the frame shown; SAM 2 sees that frame at its square input size
+    assert [(f, ids) for f, ids, *_ in calls] == [(0, [1]), (1, [2]), (3, [2])]
+    at = {(p.id, p.time): p for p in answer.tracks()}
+    for (frame, _, points, _, session), pid in zip(calls, (1, 2, 2), strict=True):
+        p = at[(pid, times[frame])]
+        assert points == [[[[p.x, p.y]]]]
+        coords = (
+            session.point_inputs_per_obj[session.obj_id_to_idx(pid)][frame]["point_coords"].flatten().tolist()
+        )
+        assert coords == pytest.approx(
+            [p.x * TINY_SAM_IMAGE_SIZE / width, p.y * TINY_SAM_IMAGE_SIZE / height]
+        )
+
+
+def test_a_video_answer_without_points_gives_empty_masks_on_every_frame(sam):
+    seen = sample_frames(INPUT_DIR / "moving_objects.mp4", fps=1)
+    result = segment(*sam, Answer("There are none.", videos=[seen]))
+    assert len(result) == len(seen.timestamps)
+    assert all(m.masks.shape == (0, 360, 640) for m in result)
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def test_the_segmenter_comes_from_one_place(monkeypatch, tmp_path):
+    monkeypatch.setenv("MOLMO_SEGMENTER_ID", "some/sam")
+    assert segmenter_id() == "some/sam"
+    monkeypatch.delenv("MOLMO_SEGMENTER_ID")
+    monkeypatch.setenv("MOLMO_MODEL_ID", "tiny")
+    assert segmenter_id() == "tiny"  # the tiny Molmo2 goes with the tiny SAM 2: offline stays offline
+    monkeypatch.setenv("MOLMO_MODEL_ID", "allenai/Molmo2-4B")
+    assert segmenter_id() == segmentation.DEFAULT_SEGMENTER_ID == "facebook/sam2.1-hiera-small"
+
+
+def test_load_segmenter_tiny_builds_it_offline(monkeypatch, tmp_path):
+    monkeypatch.setattr(segmentation, "tiny_segmenter_dir", lambda: tmp_path / "tiny-sam2")
+    model, processor = load_segmenter("tiny")
+    assert (tmp_path / "tiny-sam2" / "config.json").is_file()
+    assert type(model).__name__ == "Sam2VideoModel" and processor.target_size == TINY_SAM_IMAGE_SIZE
+
+
+def test_a_segmenter_that_cannot_be_loaded_says_what_to_do(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SegmenterLoadError, match="MOLMO_SEGMENTER_ID.*'tiny'"):
+        load_segmenter("nobody/no-such-sam")
+
+
+def test_memory_estimates_grow_with_the_size():
+    sizes = [segmenter_memory(s) for s in ("tiny", "small", "base-plus", "large")]
+    assert [round(m.parameters / 1e5) for m in sizes] == [
+        390,
+        461,
+        809,
+        2244,
+    ]  # the README's 38.9M ... 224.4M
+    assert all(a.total_gb < b.total_gb for a, b in zip(sizes, sizes[1:], strict=False))
+    long = segmenter_memory("small", frames=100, objects=4)
+    assert long.memory_bank_gb > sizes[1].memory_bank_gb and "estimate" in str(long)
+    with pytest.raises(ValueError, match="use one of"):
+        segmenter_memory("huge")
+
+
+# --- scores ------------------------------------------------------------------------------------
+
+
+def square(x: int, y: int, side: int = 4, size: int = 10) -> np.ndarray:
+    mask = np.zeros((size, size), bool)
+    mask[y : y + side, x : x + side] = True
+    return mask
+
+
+def masks(*pairs) -> PictureMasks:
+    ids = tuple(i for i, _ in pairs)
+    array = np.stack([m for _, m in pairs]) if pairs else np.zeros((0, 10, 10), bool)
+    return PictureMasks(array, ids, tuple(1.0 for _ in ids))
+
+
+def test_mask_iou_and_pairing_on_hand_made_masks():
+    assert mask_iou(square(2, 2), square(2, 2)) == 1.0
+    assert mask_iou(square(2, 2), square(3, 2)) == pytest.approx(12 / 20)
+    assert mask_iou(np.zeros((4, 4), bool), np.zeros((4, 4), bool)) == 1.0
+    # ids need not agree: predicted 7 pairs with true 1, predicted 9 with true 2; a third mask is extra
+    score = mask_scores(
+        masks((7, square(3, 2)), (9, square(6, 6)), (8, square(0, 8, 2))),
+        masks((1, square(2, 2)), (2, square(6, 6))),
+    )
+    assert score.pairs == {1: (7, pytest.approx(0.6)), 2: (9, 1.0)}
+    assert score.mean_iou == pytest.approx(0.8) and score.extra_masks == 1
+
+
+def test_j_and_f_on_hand_made_masks_equals_the_hand_computed_values():
+    """Three 10x10 frames; F's tolerance is ceil(0.008 * diagonal) = 1 px.
+
+    Object 1: found exactly (J = F = 1), then 1 px to the right (J = 12/20; every contour pixel is within
+    1 px of the true contour, so F = 1), then not at all (J = F = 0). Object 2 is never found (0, 0).
+    """
+    truth = [masks((1, square(2, 2)), (2, square(6, 6)))] * 3
+    predicted = [masks((5, square(2, 2))), masks((5, square(3, 2))), masks()]
+    score = video_mask_scores(predicted, truth)
+    j1, f1 = (1 + 0.6 + 0) / 3, (1 + 1 + 0) / 3
+    assert score.j == pytest.approx(j1 / 2) and score.f == pytest.approx(f1 / 2)
+    assert score.j_and_f == pytest.approx((j1 + f1) / 4)
+    assert score.true_objects == 2 and score.frames == 3
+    perfect = video_mask_scores(truth, truth)
+    assert perfect.j == perfect.f == perfect.j_and_f == 1.0
+    with pytest.raises(ValueError, match="same frames"):
+        video_mask_scores(predicted[:2], truth)
+
+
+def test_true_coin_masks_are_discs_less_the_pillar():
+    seen = sample_frames(INPUT_DIR / "moving_objects.mp4", fps=8)
+    truth_path = INPUT_DIR / "ground_truth" / "moving_objects.json"
+    found = true_masks(truth_path, seen.plan)
+    assert len(found) == len(seen.timestamps)
+    first = found[0]
+    assert first.ids == (1, 2) and first.size == (640, 360)
+    disc = disc_mask(640, 360, 80.0, 100.0, 72)
+    assert np.array_equal(first.mask(1), disc) and disc.sum() == pytest.approx(np.pi * 36**2, rel=0.01)
+    pillar = json.loads(truth_path.read_text())["occluders"][0]
+    for frame in found:
+        assert not frame.masks[:, pillar["y0"] :, pillar["x0"] : pillar["x1"]].any()
+
+
+# --- exports -----------------------------------------------------------------------------------
+
+
+def test_coco_export_round_trips_through_cocoeval_for_segm_and_bbox(tmp_path, capsys):
+    pictures = [masks((1, square(2, 2)), (3, square(6, 5))), masks((2, square(0, 0, 3))), masks()]
+    coco = to_coco(pictures, names=["a.jpg", "b.jpg", "c.jpg"], category="coin")
+    path = save_coco(coco, tmp_path / "masks.json")
+    truth = COCO(str(path))
+    assert [a["bbox"] for a in truth.loadAnns(truth.getAnnIds(imgIds=[1]))] == [[2, 2, 4, 4], [6, 5, 4, 4]]
+    assert truth.loadAnns(truth.getAnnIds(imgIds=[2]))[0]["track_id"] == 2
+    results = truth.loadRes(coco["annotations"])
+    for kind in ("segm", "bbox"):
+        evaluation = COCOeval(truth, results, iouType=kind)
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+        assert evaluation.stats[0] == pytest.approx(1.0)  # the masks against themselves: AP 1
+    with pytest.raises(ValueError, match="names"):
+        to_coco(pictures)
+    with pytest.raises(ValueError, match="json"):
+        save_coco(coco, tmp_path / "masks.txt")
+
+
+def test_a_segmentation_exports_its_frames(sam):
+    seen = sample_frames(INPUT_DIR / "moving_objects.mp4", fps=1)
+    answer = Answer(format_points([Point(1, 80, 100, time=0.0)], seen.size, tag="tracks"), videos=[seen])
+    coco = to_coco(segment(*sam, answer))
+    assert [i["frame"] for i in coco["images"]] == seen.indices
+    assert coco["images"][0]["file_name"] == "moving_objects.mp4#frame=0"
+    assert all(a["track_id"] == 1 for a in coco["annotations"])
+
+
+# --- supervision -------------------------------------------------------------------------------
+
+
+def test_supervision_accepts_the_detections():
+    found = masks((4, square(2, 2)), (6, square(5, 5)))
+    dets = to_detections(found, class_name="coin")
+    assert isinstance(dets, sv.Detections) and len(dets) == 2
+    assert dets.tracker_id.tolist() == [4, 6] and dets.data["class_name"].tolist() == ["coin", "coin"]
+    assert dets.xyxy.tolist() == [[2, 2, 6, 6], [5, 5, 9, 9]]
+    assert np.array_equal(dets.area, [16, 16])
+    scene = np.zeros((10, 10, 3), np.uint8)
+    painted = sv.MaskAnnotator().annotate(scene.copy(), dets)
+    assert painted[3, 3].any() and not painted[0, 9].any()
+
+
+def test_without_supervision_the_error_says_how_to_install_it(monkeypatch):
+    monkeypatch.setattr(detections, "sv", None)
+    with pytest.raises(ImportError, match="pip install supervision"):
+        to_detections(masks())
