@@ -147,7 +147,7 @@ class PointScore:
             self.fp + other.fp,
             self.fn + other.fn,
             self.total_error_px + other.total_error_px,
-            self.rule if self.rule == other.rule else "mixed",
+            _pooled_rule(self, other),
         )
 
     def __str__(self) -> str:
@@ -156,6 +156,13 @@ class PointScore:
             f"precision {self.precision:.2f}, recall {self.recall:.2f}, F1 {self.f1:.2f} "
             f"({self.tp} matched, {self.fp} extra, {self.fn} missed; mean error {err}; rule: {self.rule})"
         )
+
+
+def _pooled_rule(a: PointScore, b: PointScore) -> str:
+    """The rule of a sum: where one side had no true point, its rule could not matter."""
+    if a.rule == b.rule or a.tp + a.fn == 0:
+        return b.rule
+    return a.rule if b.tp + b.fn == 0 else "mixed"
 
 
 def sum_scores(scores: Iterable[PointScore]) -> PointScore:
