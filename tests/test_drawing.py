@@ -16,12 +16,16 @@ from PIL import Image
 from molmo_nb_utils import drawing
 from molmo_nb_utils.drawing import (
     color_for,
+    draw_masks,
+    draw_masks_on_images,
     draw_points,
     draw_points_on_images,
     draw_tracks,
     frame_grid,
+    mask_box,
     plot_timeline,
     plot_trajectories,
+    render_masks_video,
     render_tracks_video,
     show_video,
     write_gif,
@@ -29,8 +33,10 @@ from molmo_nb_utils.drawing import (
 )
 from molmo_nb_utils.drawing import points as drawing_points
 from molmo_nb_utils.drawing import video as drawing_video
+from molmo_nb_utils.drawing.masks import MASK_ALPHA
 from molmo_nb_utils.grounding import Point
 from molmo_nb_utils.media import sample_frames
+from molmo_nb_utils.paths import INPUT_DIR
 
 GRAY = (100, 100, 100)
 
@@ -455,3 +461,70 @@ def test_plot_timeline_and_trajectories_return_savable_figures():
         assert buffer.getvalue()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="with .time"):
         plot_timeline([Point(1, 1, 1, image=1)])
+
+
+# --- masks -----------------------------------------------------------------------------------
+
+
+def square_mask(width: int, height: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    mask = np.zeros((height, width), bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def test_draw_masks_fills_each_mask_in_its_ids_colour_and_titles_the_count():
+    image = solid(200, 150)
+    masks = np.stack(
+        [
+            square_mask(200, 150, 20, 60, 80, 120),
+            square_mask(200, 150, 120, 60, 180, 120),
+            np.zeros((150, 200), bool),
+        ]
+    )
+    out = draw_masks(image, masks, ids=[3, 5, 9], label="coins")
+    header = out.height - 150
+    assert out.width == 200 and header > 0  # "coins: 2 masks": the empty mask is not counted
+    inside = np.asarray(out)[header + 100, 50]
+    expected = np.array(GRAY) * (1 - MASK_ALPHA) + np.array(color_for(3)) * MASK_ALPHA
+    assert close_to(inside, expected, 3)
+    assert close_to(
+        np.asarray(out)[header + 100, 150],
+        np.array(GRAY) * (1 - MASK_ALPHA) + np.array(color_for(5)) * MASK_ALPHA,
+        3,
+    )
+    assert pixel(out, 100, header + 140) == GRAY  # outside every mask
+    assert mask_box(masks[0]) == (20.0, 60.0, 80.0, 120.0) and mask_box(masks[2]) == (0.0, 0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="picture they were made for"):
+        draw_masks(solid(100, 100), masks, ids=[3, 5, 9])
+    with pytest.raises(ValueError, match="one id per mask"):
+        draw_masks(image, masks, ids=[1])
+
+
+def test_draw_masks_on_images_puts_each_set_on_its_own_image():
+    images = [solid(120, 80), solid(60, 80)]
+    sets = [np.stack([square_mask(120, 80, 10, 10, 50, 50)]), np.zeros((0, 80, 60), bool)]
+    out = draw_masks_on_images(images, sets)
+    assert out.width <= drawing.DISPLAY_WIDTH
+    with pytest.raises(ValueError, match="one set per image"):
+        draw_masks_on_images(images, sets[:1])
+
+
+def test_render_masks_video_is_upright_h264_of_the_frames_shown(tmp_path):
+    seen = sample_frames(INPUT_DIR / "bunny_phone.mp4", fps=2)  # stored sideways with a rotation: shown upright
+    width, height = seen.size
+    assert height > width
+    per_frame = [
+        np.stack([square_mask(width, height, 10, 10, 60, 60 + 10 * k)]) for k in range(len(seen.timestamps))
+    ]
+    out = render_masks_video(seen, per_frame, tmp_path / "masks.mp4", progress=False)
+    frames, facts = decode(out)
+    assert facts["codec"] == "h264" and facts["pix_fmt"] == "yuv420p"
+    assert facts["size"] == (width // 2 * 2, height // 2 * 2) and len(frames) == len(seen.timestamps)
+    assert close_to(
+        frames[0][40, 30],
+        np.asarray(seen.frames[0][40, 30]) * (1 - MASK_ALPHA) + np.array(color_for(1)) * MASK_ALPHA,
+        40,
+    )
+    with pytest.raises(ValueError, match="one set of masks per frame shown"):
+        render_masks_video(seen, per_frame[:1], tmp_path / "short.mp4")
+    assert not (tmp_path / "short.mp4").exists()

@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import torch
+from transformers import Sam2VideoModel, Sam2VideoProcessor
 
 from molmo_nb_utils import tiny
 from molmo_nb_utils.asking import chat, prepare_inputs, user_message
@@ -148,3 +149,34 @@ def test_command_line_refuses_a_folder_of_files_it_did_not_write(tmp_path, monke
     assert exit_.value.code == 2
     assert "did not write" in capsys.readouterr().err
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+# --- the tiny SAM 2 ----------------------------------------------------------------------------
+
+
+def test_the_tiny_sam2_loads_through_from_pretrained_and_is_reused(tmp_path, monkeypatch):
+    folder = tiny.build_tiny_sam2(tmp_path / "sam")
+    marker = json.loads((folder / tiny.SAM_MARKER).read_text())
+    assert marker["weights_version"] == tiny.SAM_WEIGHTS_VERSION and "config.json" in marker["files"]
+    model = Sam2VideoModel.from_pretrained(folder)
+    processor = Sam2VideoProcessor.from_pretrained(folder)
+    assert model.config.image_size == processor.target_size == tiny.TINY_SAM_IMAGE_SIZE
+    assert sum(p.numel() for p in model.parameters()) < 2_000_000  # far below SAM 2.1 tiny's 39M
+    before = _files(folder)
+    monkeypatch.setattr(tiny, "Sam2VideoModel", lambda config: pytest.fail("rebuilt a current build"))
+    assert tiny.build_tiny_sam2(folder) == folder and _files(folder) == before
+
+
+def test_the_tiny_sam2_never_replaces_others_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(TinyModelError, match="did not write"):
+        tiny.build_tiny_sam2(tmp_path, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_command_line_builds_the_segmenter(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(tiny, "build_tiny_sam2", lambda folder, **kw: calls.append((folder, kw)) or folder)
+    monkeypatch.chdir(tmp_path)
+    assert tiny.main(["--segmenter"]) == 0
+    assert calls == [("downloaded_data/tiny-sam2", {"seed": 0, "overwrite": False})]
