@@ -182,33 +182,45 @@ def video_mask_scores(predicted: Sequence[PictureMasks], true: Sequence[PictureM
 
 
 def true_masks(truth_path: str | os.PathLike, plan: FramePlan) -> list[PictureMasks]:
-    """The true masks of a sample video's coins on the frames of ``plan`` (``answer.video.plan``).
+    """The true masks of a video's objects on the frames of ``plan`` (``answer.video.plan``).
 
-    The coins are discs of known diameter (``objects[].diameter`` in the ground truth), drawn where the
-    truth puts their centres (``GroundTruth.at_plan``, the one place truth meets the frames shown), less
-    what lies behind an occluder or outside the frame. Exact, so the lesson's scores are too.
+    Where the ground truth gives masks (``GroundTruth.masks``, decoded by ``masks.Mask``), those; else the
+    sample videos' coins, discs of known diameter (``objects[].diameter``) drawn where the truth puts their
+    centres, less what lies behind an occluder or outside the frame: exact, so the lesson's scores are too.
+    Centres come from ``GroundTruth.at_plan``, the one place truth meets the frames shown.
     """
     path = Path(truth_path)
     truth = load_ground_truth(path)
-    data = json.loads(path.read_text())
-    try:
-        diameters = {int(o["id"]): float(o["diameter"]) for o in data["objects"]}
-        hidden = [(int(o["x0"]), int(o["y0"]), int(o["x1"]), int(o["y1"])) for o in data.get("occluders", [])]
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(
-            f"{path} gives no coin diameters ({err}): true masks need objects[].diameter"
-        ) from None
     width, height = truth.width, truth.height
-    behind = np.zeros((height, width), bool)
-    for x0, y0, x1, y1 in hidden:
-        behind[max(0, y0) : y1, max(0, x0) : x1] = True
+    if truth.masks:
+
+        def drawn(index: int, p) -> np.ndarray:
+            return truth.mask_of(index, p.id).decode((width, height))
+    else:
+        data = json.loads(path.read_text())
+        try:
+            diameters = {int(o["id"]): float(o["diameter"]) for o in data["objects"]}
+            hidden = [
+                (int(o["x0"]), int(o["y0"]), int(o["x1"]), int(o["y1"])) for o in data.get("occluders", [])
+            ]
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"{path} has neither masks nor coin diameters ({err}): true masks need one or the other"
+            ) from None
+        behind = np.zeros((height, width), bool)
+        for x0, y0, x1, y1 in hidden:
+            behind[max(0, y0) : y1, max(0, x0) : x1] = True
+
+        def drawn(index: int, p) -> np.ndarray:
+            return disc_mask(width, height, p.x, p.y, diameters[p.id]) & ~behind
+
     at_time: dict[float, list] = {}
     for p in truth.at_plan(plan):
         at_time.setdefault(p.time, []).append(p)
     out = []
-    for t in plan.times:
+    for index, t in zip(plan.indices, plan.times, strict=True):
         here = sorted(at_time.get(float(t), []), key=lambda p: p.id)
-        masks = [disc_mask(width, height, p.x, p.y, diameters[p.id]) & ~behind for p in here]
+        masks = [drawn(index, p) for p in here]
         out.append(
             PictureMasks(
                 np.stack(masks) if masks else np.zeros((0, height, width), bool),
