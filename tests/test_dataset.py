@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from molmo_nb_utils import dataset
+from molmo_nb_utils import dataset, media
 from molmo_nb_utils.asking import Answer, chat
 from molmo_nb_utils.dataset import (
     DEFAULT_PROMPT,
@@ -120,6 +120,23 @@ def test_a_linked_subfolder_is_part_of_a_folder_dataset_and_each_file_is_listed_
     (data / "own" / "alias.png").symlink_to(data / "own" / "img_0.png")  # a linked file: listed once
     keys = [i.key for i in load_dataset(data)]
     assert keys == ["own/img_0.png", "phone/img_0.png", "phone/img_1.png"]  # a file keeps its own name
+
+
+def test_a_photo_shown_smaller_is_recorded_scored_and_drawn_in_its_own_pixels(tmp_path, monkeypatch):
+    """A photo past MAX_IMAGE_PIXELS (a 200 MP phone JPEG) is shown at a reduced scale; its truth is in full pixels."""
+    monkeypatch.setattr(media, "MAX_IMAGE_PIXELS", 10_000)  # 400x300 loads at 1/4: 100x75
+    path = tmp_path / "phone.jpg"
+    Image.new("RGB", (400, 300), (90, 90, 90)).save(path)
+    assert load_image(path).size == (100, 75)
+    (item,) = load_dataset([{"file": str(path), "points": [[100, 80], [300, 200]], "label": "coin"}])
+    (result,) = results_from_answers([item], {item.key: worked_answer(item)})
+    assert result.size == (400, 300)
+    assert [(round(p.x), round(p.y)) for p in result.points] == [(100, 80), (300, 200)]
+    score = score_results([item], [result])
+    assert (score.image_points.tp, score.image_points.fp, score.image_points.fn) == (2, 0, 0)
+    assert draw_result(item, result).width >= 100
+    (asked,) = run_dataset(None, None, [item], tmp_path / "out.jsonl", prompt="Point.", ask=FakeAsk())
+    assert asked.size == (400, 300) and (asked.points[0].x, asked.points[0].y) == (200.0, 150.0)
 
 
 def test_true_points_of_a_phone_photo_are_checked_against_its_upright_size(tmp_path):

@@ -155,7 +155,7 @@ def test_vision_encoding_is_chunked_by_default(tiny_model_path):
     assert vision_chunk_size(model) == VISION_CHUNK == 8
     model, _ = load_model(tiny_model_path, vision_chunk=None)
     assert vision_chunk_size(model) is None
-    with pytest.raises(ValueError, match="vision_chunk must be >= 1"):
+    with pytest.raises(ValueError, match="vision_chunk must be a whole number >= 1"):
         load_model("no/such-model-anywhere", vision_chunk=0)  # refused before any look-up
 
 

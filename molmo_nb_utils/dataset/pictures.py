@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 
 from molmo_nb_utils.dataset.items import DatasetItem, check_unchanged
 from molmo_nb_utils.dataset.results import ItemResult
+from molmo_nb_utils.dataset.running import in_pixels_of
 from molmo_nb_utils.dataset.scoring import DatasetScore
 from molmo_nb_utils.drawing import draw_points, frame_grid, with_header
 from molmo_nb_utils.evaluation import DIAGONAL_FRACTION, distance_threshold, load_ground_truth
@@ -50,9 +51,13 @@ def draw_result(
     predicted = [*result.points, *result.tracks]
     true = "?" if item.count is None else item.count
     if item.kind == "image":
-        picture = _draw_rings(load_image(item.path), item.points or (), radius)
+        image = load_image(item.path)  # a huge photo loads smaller than the pixels results are in
+        scale = image.size[0] / result.size[0]
+        picture = _draw_rings(image, in_pixels_of(item.points or (), result.size, image.size), radius * scale)
         return draw_points(
-            picture, predicted, label=f"{_printable(item.key)} ({true} true, in rings), answer"
+            picture,
+            in_pixels_of(predicted, result.size, image.size),
+            label=f"{_printable(item.key)} ({true} true, in rings), answer",
         )
     shown = sample_frames(
         item.path, result.settings.get("max_frames") or DEFAULT_MAX_FRAMES, result.settings.get("fps")

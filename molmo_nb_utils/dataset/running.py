@@ -32,7 +32,14 @@ from molmo_nb_utils.dataset.results import (
 )
 from molmo_nb_utils.evaluation import load_ground_truth
 from molmo_nb_utils.grounding import Point, format_points
-from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES, load_image, plan_frames, sample_frames
+from molmo_nb_utils.media import (
+    DEFAULT_FPS,
+    DEFAULT_MAX_FRAMES,
+    image_size,
+    load_image,
+    plan_frames,
+    sample_frames,
+)
 
 
 @dataclass(frozen=True)
@@ -107,16 +114,21 @@ def make_result(
             "frame_indices": plan.indices,
         }
     elif answer.images:
-        extra = {"size": answer.image_sizes[0]}
+        # In the file's own pixels, as its true points and the exports are: a photo past
+        # media.MAX_IMAGE_PIXELS is shown to the model at a reduced scale.
+        extra = {"size": image_size(item.path)}
     else:
         raise ValueError("the answer carries no image or video: ask with chat(), which keeps what it showed")
+    points = answer.points(skipped=skipped)
+    if video is None:
+        points = in_pixels_of(points, answer.image_sizes[0], extra["size"])
     return ItemResult(
         key=item.key,
         kind=item.kind,
         prompt=prompt,
         settings=settings.record(),
         answer=str.__str__(answer),
-        points=tuple(answer.points(skipped=skipped)),
+        points=tuple(points),
         prompt_tokens=getattr(answer, "prompt_tokens", None),
         visual_tokens=getattr(answer, "visual_tokens", None),
         seconds=seconds,
@@ -125,6 +137,14 @@ def make_result(
         file=_identity(item),
         **extra,
     )
+
+
+def in_pixels_of(points: Iterable[Point], shown: tuple[int, int], size: tuple[int, int]) -> list[Point]:
+    """Points given in pixels of a ``shown`` (width, height) picture, in pixels of one of ``size``."""
+    if tuple(shown) == tuple(size):
+        return list(points)
+    sx, sy = size[0] / shown[0], size[1] / shown[1]
+    return [replace(p, x=p.x * sx, y=p.y * sy) for p in points]
 
 
 def _identity(item: DatasetItem) -> dict[str, Any] | None:
@@ -354,7 +374,7 @@ def worked_answer(
     if item.kind == "image":
         if item.points is None:
             raise ValueError(f"{item.key} has no true points to write an answer from")
-        size = load_image(item.path).size
+        size = image_size(item.path)  # the true points' pixels (load_image may scale a huge photo)
         places: list[tuple[int | None, float | None]] = [(1, None)]
         truth = list(item.points)
     else:
