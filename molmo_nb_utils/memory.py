@@ -13,7 +13,7 @@ import functools
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ from transformers.models.molmo2.image_processing_molmo2 import compute_crop_geom
 
 from molmo_nb_utils.architecture import lora_target_modules
 from molmo_nb_utils.checks import positive_int
-from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES, frame_times, planned_frames
+from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES, frame_times
+from molmo_nb_utils.media import planned_frames as planned_frames  # media's; still importable from here
 from molmo_nb_utils.vision_chunks import VISION_CHUNK, check_vision_chunk
 
 GIB = 2**30
@@ -313,7 +314,12 @@ def video_tokens_estimate(num_frames: int, *, fps: float = DEFAULT_FPS) -> int:
     (" 12.5 " is one token per digit, dot and space in Qwen's tokenizer)."""
     if num_frames < 0 or not fps > 0:
         raise ValueError(f"num_frames must be >= 0 and fps > 0, got {num_frames} and {fps}")
-    return sum(81 + 2 + len(f"{k / fps:.1f}") + (2 if k else 1) for k in range(num_frames))
+    return _video_tokens([k / fps for k in range(num_frames)])
+
+
+def _video_tokens(times: Sequence[float]) -> int:
+    """Prompt tokens of the frames shown at these prompt times (see ``video_tokens_estimate``)."""
+    return sum(81 + 2 + len(f"{t:.1f}") + (2 if k else 1) for k, t in enumerate(times))
 
 
 def count_prompt_tokens(processor: Any, messages_or_inputs: Any, **template_kwargs: Any) -> int:
@@ -383,9 +389,9 @@ def suggest_settings(
         for max_frames in candidates_max_frames if duration_s else [None]:
             for max_crops in candidates_max_crops if image_count else [None]:
                 tokens, crops, frames = PROMPT_TEXT_TOKENS, 0, 0
-                if duration_s:
-                    frames = planned_frames(duration_s, fps=fps, max_frames=max_frames)
-                    tokens += video_tokens_estimate(frames, fps=frames / duration_s)
+                if duration_s:  # the frames shown, by media's one rule, and their times' tokens
+                    times = frame_times(duration_s, fps=fps, max_frames=max_frames)
+                    frames, tokens = len(times), tokens + _video_tokens(times)
                 if image_count:
                     one_tokens, one_crops = _image_plan(*(image_size or (None, None)), max_crops)
                     tokens, crops = tokens + image_count * one_tokens, image_count * one_crops

@@ -11,14 +11,28 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from peft import get_peft_model
 from PIL import Image
+from tokenizers import Tokenizer, models, pre_tokenizers
 from torch.utils._python_dispatch import TorchDispatchMode
-from transformers import BatchFeature, Molmo2Config, Molmo2ForConditionalGeneration
+from transformers import (
+    BatchFeature,
+    BertConfig,
+    Molmo2Config,
+    Molmo2ForConditionalGeneration,
+    Molmo2ImageProcessor,
+    Molmo2Processor,
+    Molmo2VideoProcessor,
+    PreTrainedTokenizerFast,
+)
+from transformers.video_utils import VideoMetadata
 
 from molmo_nb_utils import memory
+from molmo_nb_utils.media import planned_frames
 from molmo_nb_utils.memory import (
     GIB,
     KNOWN_CONFIGS,
+    choose_quantization,
     count_parameters,
     count_prompt_tokens,
     estimate_memory,
@@ -26,8 +40,10 @@ from molmo_nb_utils.memory import (
     image_tokens_estimate,
     next_setting_advice,
     suggest_settings,
+    video_prompt_tokens,
     video_tokens_estimate,
 )
+from molmo_nb_utils.training import lora_config
 from molmo_nb_utils.vision_chunks import chunk_vision
 
 M4B, M8B, O7B = "allenai/Molmo2-4B", "allenai/Molmo2-8B", "allenai/Molmo2-O-7B"
@@ -341,13 +357,6 @@ def test_chunked_vision_lowers_the_measured_peak_as_the_planner_says():
 
 def _fake_processor():
     """A real Molmo2Processor with a word-level tokenizer built in memory (no download)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (
-        Molmo2ImageProcessor,
-        Molmo2Processor,
-        Molmo2VideoProcessor,
-        PreTrainedTokenizerFast,
-    )
 
     special = ["<im_patch>", "<im_col>", "<im_start>", "<low_res_im_start>", "<frame_start>", "<im_end>",
                "<frame_end>", "<im_low>", "<|image|>", "<|video|>"]  # fmt: skip
@@ -382,8 +391,6 @@ def test_count_prompt_tokens_from_the_real_processor():
     ]
     assert count_prompt_tokens(processor, messages) == 413
     # a video: per frame its timestamp (one word here), <frame_start>, 81 patches, <frame_end>
-    from transformers.video_utils import VideoMetadata
-
     video = np.zeros((4, 48, 64, 3), np.uint8)
     meta = VideoMetadata(total_num_frames=4, fps=2.0, frames_indices=[0, 1, 2, 3])
     inputs = processor(
@@ -513,8 +520,6 @@ def test_bad_inputs_get_clear_errors():
         estimate_memory(M4B, prompt_tokens=10, attn_implementation="flash_attention_2")
     with pytest.raises(ValueError, match="cannot read a Molmo2 config from 'allenai/Molmo3'"):
         count_parameters("allenai/Molmo3")
-    from transformers import BertConfig
-
     with pytest.raises(ValueError, match="expected a Molmo2 config, got BertConfig"):
         count_parameters(BertConfig())
     for budget in (0, -2.0):
@@ -546,8 +551,6 @@ def test_known_configs_are_the_three_released_models():
 
 
 def test_video_prompt_tokens_come_from_the_real_processor(tiny_model):
-    from molmo_nb_utils.memory import video_prompt_tokens
-
     _, processor = tiny_model
     ten = video_prompt_tokens(processor, 10.0)
     # 10 s at 2 fps, first and last frame: 21 frames of 81 visual tokens, a start and an end token
@@ -561,8 +564,6 @@ def test_video_prompt_tokens_come_from_the_real_processor(tiny_model):
 
 
 def test_choose_quantization_follows_the_budget():
-    from molmo_nb_utils.memory import choose_quantization
-
     # From the estimates for one 9-crop image with Molmo2-4B: about 10 GiB in bf16, 6.6 in 8-bit, 5 in 4-bit.
     assert choose_quantization("allenai/Molmo2-4B", 24.0) is None
     assert choose_quantization("allenai/Molmo2-4B", 15.0, half="fp16") is None
@@ -575,8 +576,6 @@ def test_choose_quantization_follows_the_budget():
 
 
 def test_planned_frames_follow_the_sampling_rule():
-    from molmo_nb_utils.memory import planned_frames
-
     # 2 fps over 4 s: 0.0, 0.5, ..., 3.5 and the last frame at 4.0 -> 9 (as molmo_utils samples a file).
     assert planned_frames(4.0) == 9
     assert planned_frames(4.0, fps=8) == 33
@@ -590,10 +589,6 @@ def test_planned_frames_follow_the_sampling_rule():
 
 
 def test_lora_parameters_by_hand(tiny_model_path):
-    from peft import get_peft_model
-
-    from molmo_nb_utils.training import lora_config
-
     # the tiny model: 2 layers of q 32->32, k and v 32->16, o 32->32, gate and up 32->64, down 64->32, and the
     # head 32->501: rank 16 x (in + out) each
     per_layer = 16 * ((32 + 32) + 2 * (32 + 16) + (32 + 32) + 2 * (32 + 64) + (64 + 32))
