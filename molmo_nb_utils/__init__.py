@@ -28,13 +28,18 @@ from molmo_nb_utils.dataset import (
     worked_answer,
     worst_items,
 )
+from molmo_nb_utils.detections import to_detections
 from molmo_nb_utils.downloads import DownloadError, download, fetch_asset
 from molmo_nb_utils.drawing import (
+    draw_masks,
+    draw_masks_on_images,
     draw_points,
     draw_points_on_images,
     frame_grid,
+    masked_frames,
     plot_timeline,
     plot_trajectories,
+    render_masks_video,
     render_tracks_video,
     show_video,
     write_gif,
@@ -60,6 +65,13 @@ from molmo_nb_utils.loading import (
     load_processor,
     model_id,
 )
+from molmo_nb_utils.mask_exports import save_coco, to_coco
+from molmo_nb_utils.mask_scores import (
+    mask_scores,
+    true_masks,
+    video_mask_scores,
+)
+from molmo_nb_utils.masks import mask_from_coco
 from molmo_nb_utils.media import (
     VideoFrames,
     VideoInfo,
@@ -88,6 +100,13 @@ from molmo_nb_utils.paths import (
     output_path,
 )
 from molmo_nb_utils.playground import Playground
+from molmo_nb_utils.segmentation import (
+    SAM2_SIZES,
+    load_segmenter,
+    segment,
+    segmenter_id,
+    segmenter_memory,
+)
 from molmo_nb_utils.training import (
     TrainingError,
     encode_example,
@@ -110,6 +129,7 @@ __all__ = [
     "Playground",
     "Point",
     "REPO_ROOT",
+    "SAM2_SIZES",
     "T4_GIB",
     "T4_MEMORY_BYTES",
     "TrainingError",
@@ -124,6 +144,8 @@ __all__ = [
     "count_prompt_tokens",
     "distance_threshold",
     "download",
+    "draw_masks",
+    "draw_masks_on_images",
     "draw_points",
     "draw_points_on_images",
     "draw_result",
@@ -150,6 +172,10 @@ __all__ = [
     "load_points",
     "load_processor",
     "load_results",
+    "load_segmenter",
+    "mask_from_coco",
+    "mask_scores",
+    "masked_frames",
     "masking_table",
     "model_id",
     "next_setting_advice",
@@ -161,21 +187,30 @@ __all__ = [
     "plot_timeline",
     "plot_trajectories",
     "prepare_inputs",
+    "render_masks_video",
     "render_tracks_video",
     "results_from_answers",
     "run_dataset",
     "sample_frames",
+    "save_coco",
     "save_points",
     "score_points",
     "score_results",
     "score_table",
+    "segment",
+    "segmenter_id",
+    "segmenter_memory",
     "show_video",
     "snap_times",
     "split_items",
     "suggest_settings",
+    "to_coco",
+    "to_detections",
     "training_examples",
+    "true_masks",
     "user_message",
     "video_info",
+    "video_mask_scores",
     "video_prompt_tokens",
     "visual_token_count",
     "worked_answer",
