@@ -5,12 +5,16 @@ Everything runs the real processor and ``generate`` of the tiny Molmo2 (conftest
 
 from __future__ import annotations
 
+import copy
 import io
+import json
 
 import av
 import numpy as np
 import pytest
 import torch
+from jinja2 import TemplateError
+from molmo_utils.vision_process import fetch_image, load_video_pyav_noseek
 from PIL import Image
 
 from molmo_nb_utils import media
@@ -131,8 +135,6 @@ def test_no_generation_prompt(tiny_model):
     ],
 )
 def test_roles_must_alternate_in_the_template(tiny_model, roles):
-    from jinja2 import TemplateError
-
     _, processor = tiny_model
     messages = [{"role": role, "content": "x"} for role in roles]
     with pytest.raises(TemplateError, match="roles must alternate"):
@@ -186,8 +188,6 @@ def test_user_message_rejects_what_it_cannot_place():
 
 
 def test_video_inputs_are_exactly_molmo_utils_route(tiny_model, video_path):
-    from molmo_utils.vision_process import load_video_pyav_noseek
-
     _, processor = tiny_model
     messages = [user_message(video_path, text="What happens?")]
     ours = prepare_inputs(processor, messages)
@@ -209,8 +209,6 @@ def test_video_inputs_are_exactly_molmo_utils_route(tiny_model, video_path):
 
 
 def test_image_inputs_are_exactly_molmo_utils_route(tiny_model, tmp_path):
-    from molmo_utils.vision_process import fetch_image
-
     _, processor = tiny_model
     path = tmp_path / "photo.jpg"
     _noise_image(300, 200).save(path, quality=90)
@@ -381,9 +379,6 @@ def test_answers_without_media_say_so():
 
 
 def test_answer_is_a_plain_string_to_other_code():
-    import copy
-    import json
-
     answer = Answer("There are 3 coins.", images=[Image.new("RGB", (4, 4))], prompt_tokens=7)
     assert answer == "There are 3 coins." and answer.upper() == "THERE ARE 3 COINS."
     assert json.dumps(answer) == '"There are 3 coins."'

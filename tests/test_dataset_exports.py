@@ -12,6 +12,8 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from molmo_nb_utils.dataset import (
     ItemResult,
@@ -44,9 +46,6 @@ def sample():
 
 
 def _evaluate(gt_path: Path, dt_path: Path) -> np.ndarray:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(gt_path))
         dt = gt.loadRes(json.loads(dt_path.read_text())["annotations"])

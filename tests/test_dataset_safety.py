@@ -10,7 +10,9 @@ import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
+import peft
 import pytest
+import torch
 from PIL import Image
 
 from molmo_nb_utils.asking import Answer
@@ -85,9 +87,6 @@ def test_models_with_the_same_last_name_do_not_mix(tmp_path, first, second):
 
 def _lora(seed: int):
     """A small torch model with a LoRA adapter (the same kind fine_tune returns), its weights from ``seed``."""
-    peft = pytest.importorskip("peft")
-    import torch
-
     torch.manual_seed(0)
     base = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     base.name_or_path = "allenai/Molmo2-4B"

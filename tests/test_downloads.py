@@ -25,6 +25,7 @@ from PIL import Image, ImageFile
 from molmo_nb_utils import paths
 from molmo_nb_utils.downloads import ASSETS, Asset, DownloadError, download, fetch_asset
 from molmo_nb_utils.media import load_image, sample_frames
+from tests.test_media import write_video
 
 # ---------------------------------------------------------------------------------------------
 # A server on 127.0.0.1. Routes other than plain files:
@@ -486,8 +487,6 @@ def test_local_paths_are_returned(tmp_path):
 
 
 def test_load_image_and_sample_frames_from_url(server, tmp_path, monkeypatch):
-    from tests.test_media import write_video
-
     video = write_video(tmp_path / "index.mp4")
     monkeypatch.setattr(paths, "DATA_DIR", tmp_path / "data")
     Image.new("RGB", (6, 4), (1, 2, 3)).save(server.root / "tiny.png")

@@ -7,6 +7,7 @@ import copy
 import peft
 import pytest
 import torch
+from transformers import AutoModelForImageTextToText
 
 from molmo_nb_utils.fingerprint import weights_fingerprint, weights_precision
 
@@ -68,8 +69,6 @@ def test_weights_without_values_never_pass_for_real_ones():
 
 
 def test_another_model_saved_into_the_same_folder_is_another_model(tiny_model_path, tmp_path):
-    from transformers import AutoModelForImageTextToText
-
     first = AutoModelForImageTextToText.from_pretrained(tiny_model_path)
     again = AutoModelForImageTextToText.from_pretrained(tiny_model_path)
     assert weights_fingerprint(first) == weights_fingerprint(again)

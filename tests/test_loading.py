@@ -9,8 +9,9 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from molmo_nb_utils import loading, tiny
-from molmo_nb_utils.loading import ModelLoadError, load_model
+from molmo_nb_utils.loading import ModelLoadError, load_model, load_model_config, load_processor
 from molmo_nb_utils.tiny import build_tiny_molmo2
+from molmo_nb_utils.vision_chunks import VISION_CHUNK, vision_chunk_size
 
 
 def test_tiny_checkpoint_loads_through_auto_classes(tiny_model_path):
@@ -117,8 +118,6 @@ def test_cpu_gets_float32():
 
 
 def test_processor_and_config_load_without_weights(tiny_model_path):
-    from molmo_nb_utils.loading import load_model_config, load_processor
-
     assert type(load_processor(tiny_model_path)).__name__ == "Molmo2Processor"
     assert load_model_config(tiny_model_path).model_type == "molmo2"
     with pytest.raises(ModelLoadError, match="neither a model folder"):
@@ -149,8 +148,6 @@ def test_auto_quantization_is_none_on_cpu(tiny_model_path):
 
 
 def test_vision_encoding_is_chunked_by_default(tiny_model_path):
-    from molmo_nb_utils.vision_chunks import VISION_CHUNK, vision_chunk_size
-
     model, _ = load_model(tiny_model_path)
     assert vision_chunk_size(model) == VISION_CHUNK == 8
     model, _ = load_model(tiny_model_path, vision_chunk=None)

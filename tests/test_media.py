@@ -11,17 +11,25 @@ from __future__ import annotations
 import io
 import math
 import re
+import struct
+import subprocess
+import sys
+import zlib
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from molmo_utils import fetch_video
+from molmo_utils.vision_process import load_video_pyav_noseek
 from PIL import Image
 
 from molmo_nb_utils import media
+from molmo_nb_utils.asking import Answer
 from molmo_nb_utils.media import VideoInfo, load_image, sample_frames, video_info
 
 FPS, NUM_FRAMES, W, H = 10, 30, 64, 48
@@ -172,8 +180,6 @@ def odd_videos(tmp_path_factory) -> dict:
 @pytest.mark.parametrize(("rate", "num_frames"), MOLMO_UTILS_CASES)
 @pytest.mark.parametrize(("fps", "budget"), [(2, 384), (8, 384), (2, 16), (8, 64), (None, 9)])
 def test_same_frames_times_and_metadata_as_molmo_utils(odd_videos, rate, num_frames, fps, budget):
-    from molmo_utils.vision_process import load_video_pyav_noseek
-
     path = odd_videos[(rate, num_frames)]
     ref_frames, ref = load_video_pyav_noseek({"video": str(path), "max_fps": fps, "num_frames": budget})
     seen = sample_frames(path, budget, fps)
@@ -194,7 +200,6 @@ def test_same_frames_times_and_metadata_as_molmo_utils(odd_videos, rate, num_fra
 
 def test_default_molmo_utils_reader_agrees(video):
     """molmo_utils' default reader (PyAV, or decord where installed) gives the same frames here."""
-    from molmo_utils import fetch_video
 
     ref_frames, ref = fetch_video({"video": str(video)})  # molmo_utils' defaults: 2 fps, 384 frames
     seen = sample_frames(video)
@@ -395,8 +400,6 @@ def _box(frame: np.ndarray) -> tuple[int, int, int, int]:
     ],
 )
 def test_rotated_videos_are_shown_upright(tmp_path, degrees, size, box):
-    import cv2
-
     path = rotated_video(tmp_path / f"phone{degrees}.mp4", degrees)
     info = video_info(path)
     assert (info.width, info.height, info.rotation) == (*size, degrees)
@@ -412,8 +415,6 @@ def test_rotated_videos_are_shown_upright(tmp_path, degrees, size, box):
 
 
 def test_points_on_a_rotated_video_are_in_upright_pixels(tmp_path):
-    from molmo_nb_utils.asking import Answer
-
     seen = sample_frames(rotated_video(tmp_path / "phone.mp4", 90))
     # The box's centre in the upright 36x64 frame is (6, 54): 0..1000 coordinates 167, 844.
     answer = Answer('<points coords="0.0 1 167 844">box</points>', videos=[seen])
@@ -586,8 +587,6 @@ MEASURE = (
 
 def _run_python(script: str, *args: str) -> str:
     """Run ``script`` in a fresh Python (its own peak memory); return what it prints."""
-    import subprocess
-    import sys
 
     return subprocess.run(
         [sys.executable, "-c", script, *args], capture_output=True, text=True, check=True
@@ -616,8 +615,6 @@ def _peak_rss_of_load(path: Path) -> tuple[str, int]:
 
 def _huge_png(path: Path, side: int) -> Path:
     """An RGBA PNG of side x side transparent pixels: a few hundred KB on disk (written in pieces)."""
-    import struct
-    import zlib
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
