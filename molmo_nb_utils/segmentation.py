@@ -152,7 +152,8 @@ class PictureMasks:
         return len(self.ids)
 
     def __repr__(self) -> str:
-        return f"PictureMasks({len(self.ids)} masks of {self.size[0]}x{self.size[1]}, ids {list(self.ids)})"
+        n = len(self.ids)
+        return f"PictureMasks({n} mask{'' if n == 1 else 's'} of {self.size[0]}x{self.size[1]}, ids {list(self.ids)})"
 
 
 def empty_masks(width: int, height: int) -> PictureMasks:
@@ -204,7 +205,8 @@ class Segmentation:
         return iter(self.masks)
 
     def __repr__(self) -> str:
-        kind = f"{len(self.masks)} frames shown" if self.video is not None else f"{len(self.masks)} images"
+        n, s = len(self.masks), "" if len(self.masks) == 1 else "s"
+        kind = f"{n} frame{s} shown" if self.video is not None else f"{n} image{s}"
         return f"Segmentation({kind}, ids {self.ids})"
 
 
