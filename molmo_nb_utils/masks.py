@@ -8,7 +8,8 @@ A mask is written as COCO writes ``segmentation`` (CVAT, Label Studio and Robofl
 
 * polygons: ``[[x1, y1, x2, y2, ...], ...]`` in pixels, one list per part of the object;
 * RLE, uncompressed: ``{"size": [height, width], "counts": [0, 5, 3, ...]}``;
-* RLE, compressed: ``{"size": [height, width], "counts": "<pycocotools string>"}``.
+* RLE, compressed: ``{"size": [height, width], "counts": "<pycocotools string>"}``;
+* a list of RLE parts of one object, merged.
 
 ``Mask`` keeps the mask as given (small, hashable) and decodes it on demand; all three forms of one
 region decode to the same pixels. ``contains`` is AllenAI's test: the point rounded to the nearest
@@ -122,6 +123,19 @@ def mask_from_coco(value: Any, what: str = "mask") -> Mask:
         if not isinstance(counts, bytes) or not counts:
             raise ValueError(f"{what}: RLE counts must be a list of numbers or a COCO string, got {counts!r}")
         return Mask(rle=counts, size=(width, height))
+    if (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and value
+        and all(isinstance(v, Mapping) for v in value)
+    ):
+        # Several RLE parts of one object (as Molmo2's own mask reader accepts): merged into one.
+        parts = [mask_from_coco(v, f"{what}, part {n}") for n, v in enumerate(value, start=1)]
+        if len({m.size for m in parts}) > 1:
+            raise ValueError(f"{what}: its RLE parts are for pictures of different sizes")
+        width, height = parts[0].size
+        merged = coco_mask.merge([{"size": [height, width], "counts": m.rle} for m in parts])
+        return Mask(rle=merged["counts"], size=(width, height))
     if isinstance(value, Sequence) and not isinstance(value, str) and value:
         parts = [value] if all(isinstance(v, numbers.Real) for v in value) else value  # one flat polygon
         polygons = []

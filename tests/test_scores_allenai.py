@@ -440,3 +440,19 @@ def test_at_plan_is_what_scores_read():
     plan = FramePlan((0.0, 1.0), (0, 1), (640, 360))
     assert [(p.id, p.time) for p in truth.at_plan(plan)] == [(1, 0.0), (2, 0.0), (1, 1.0), (2, 1.0)]
     assert isinstance(truth.mask_of(1, 2), Mask)
+
+
+def test_a_list_of_rle_parts_is_one_mask_and_a_flat_polygon_is_one_polygon():
+    left = mask_from_coco([[0, 0, 20, 0, 20, 120, 0, 120]]).decode(SIZE)
+    right = mask_from_coco([0, 0, 20, 0, 20, 120, 0, 120]).decode(SIZE)  # flat: one polygon
+    assert np.array_equal(left, right)
+    bottom = np.zeros_like(left)
+    bottom[100:, :] = True
+    parts = [
+        {
+            "size": [SIZE[1], SIZE[0]],
+            "counts": coco_mask.encode(np.asfortranarray(m.astype(np.uint8)))["counts"],
+        }
+        for m in (left, bottom)
+    ]
+    assert np.array_equal(mask_from_coco(parts).decode(SIZE), left | bottom)
