@@ -41,7 +41,7 @@ import trackeval
 from scipy.optimize import linear_sum_assignment
 
 from molmo_nb_utils.grounding import Point, group_by_time, snap_times, time_to_frame
-from molmo_nb_utils.masks import Mask, mask_from_coco
+from molmo_nb_utils.masks import Mask, inside, mask_from_coco
 from molmo_nb_utils.media import FramePlan
 
 # Pointing threshold as a fraction of the image diagonal. Our choice, not the paper's: Molmo2's
@@ -618,11 +618,10 @@ def _similarity(
     """1 where a prediction finds a true object by the rule (in its mask, or within ``radius``), else 0."""
     similarity = np.zeros((len(true_here), len(guesses)))
     for j, o in enumerate(true_here):
+        pixels = masks[j].decode(size) if masks is not None and guesses else None  # decoded once
         for i, g in enumerate(guesses):
             found = (
-                masks[j].contains(g.x, g.y, size)
-                if masks is not None
-                else math.hypot(g.x - o.x, g.y - o.y) <= radius
+                inside(pixels, g.x, g.y) if pixels is not None else math.hypot(g.x - o.x, g.y - o.y) <= radius
             )
             similarity[j, i] = float(found)
     return similarity

@@ -18,7 +18,6 @@ pixel (Python's ``round``), outside the picture is outside the mask.
 
 from __future__ import annotations
 
-import functools
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 from scipy import ndimage
 
-__all__ = ["Mask", "check_mask_sizes", "mask_from_coco", "masks_of_points"]
+__all__ = ["Mask", "check_mask_sizes", "inside", "mask_from_coco", "masks_of_points"]
 
 
 @dataclass(frozen=True)
@@ -45,14 +44,21 @@ class Mask:
 
     def decode(self, size: tuple[int, int]) -> np.ndarray:
         """The mask as a (height, width) bool array for a picture of ``size`` = (width, height)."""
-        return _decoded(self, (int(size[0]), int(size[1])))
+        width, height = int(size[0]), int(size[1])
+        if self.rle is not None:
+            if self.size != (width, height):
+                raise ValueError(
+                    f"the mask is for a {self.size[0]}x{self.size[1]} picture, not {width}x{height}: "
+                    "is it the right mask, or was the picture resized?"
+                )
+            rle = {"size": [height, width], "counts": self.rle}
+        else:
+            rle = coco_mask.merge(coco_mask.frPyObjects([list(p) for p in self.polygons], height, width))
+        return coco_mask.decode(rle).astype(bool)
 
     def contains(self, x: float, y: float, size: tuple[int, int]) -> bool:
-        """Whether the point (x, y), rounded to the nearest pixel, lies inside (AllenAI's rule)."""
-        pixels = self.decode(size)
-        height, width = pixels.shape
-        column, row = int(round(x)), int(round(y))
-        return 0 <= column < width and 0 <= row < height and bool(pixels[row, column])
+        """Whether the point (x, y), rounded to the nearest pixel, lies inside (Molmo2's rule)."""
+        return inside(self.decode(size), x, y)
 
     def inner_point(self, size: tuple[int, int]) -> tuple[float, float]:
         """A point well inside the region: the pixel farthest from its edge (the centroid of a ring
@@ -65,21 +71,12 @@ class Mask:
         return float(column), float(row)
 
 
-@functools.lru_cache(maxsize=512)
-def _decoded(mask: Mask, size: tuple[int, int]) -> np.ndarray:
-    width, height = size
-    if mask.rle is not None:
-        if mask.size != size:
-            raise ValueError(
-                f"the mask is for a {mask.size[0]}x{mask.size[1]} picture, not {width}x{height}: "
-                "is it the right mask, or was the picture resized?"
-            )
-        rle = {"size": [height, width], "counts": mask.rle}
-    else:
-        rle = coco_mask.merge(coco_mask.frPyObjects([list(p) for p in mask.polygons], height, width))
-    pixels = coco_mask.decode(rle).astype(bool)
-    pixels.flags.writeable = False  # shared by the cache
-    return pixels
+def inside(pixels: np.ndarray, x: float, y: float) -> bool:
+    """Molmo2's test on a decoded (height, width) mask: the point rounded to the nearest pixel
+    (Python's ``round``) is inside; a point outside the picture is not."""
+    height, width = pixels.shape
+    column, row = int(round(x)), int(round(y))
+    return 0 <= column < width and 0 <= row < height and bool(pixels[row, column])
 
 
 def _size(value: Any, what: str) -> tuple[int, int]:
