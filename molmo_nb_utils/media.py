@@ -63,6 +63,7 @@ __all__ = [
     "VideoFrames",
     "VideoInfo",
     "frame_times",
+    "frames_of",
     "image_size",
     "load_image",
     "plan_frames",
@@ -391,8 +392,36 @@ def sample_frames(
     _check_fps(fps)
     path = _check_video_file(video)
     index = _index(path)
-    plan = _frame_plan(index, fps, budget)
-    frames = _frames_array(index.info, plan.times, fps, budget)  # fails here, before decoding, if too big
+    return _decode(path, index, _frame_plan(index, fps, budget), fps)
+
+
+def frames_of(video: str | os.PathLike, plan: FramePlan) -> VideoFrames:
+    """Decode exactly the frames ``plan`` names: those a run showed (``ItemResult.plan``), not sampled again.
+
+    Why: the plan was worked out once, when the model was asked; a picture or a score of that answer
+    needs the same frames, whatever the settings are now. A plan that does not fit the video
+    (another size, frame indices past its end) is refused: the file is not the one answered.
+    """
+    if not isinstance(plan, FramePlan):
+        raise TypeError(
+            f"frames_of takes a FramePlan (plan_frames, ItemResult.plan), got {type(plan).__name__}"
+        )
+    path = _check_video_file(video)
+    index = _index(path)
+    info = index.info
+    outside = [i for i in plan.indices if not 0 <= i < info.num_frames]
+    if tuple(plan.size) != (info.width, info.height) or outside:
+        raise ValueError(
+            f"{path.name} is not the video these frames were planned for (frames {plan.size[0]}x{plan.size[1]}"
+            f"{f', up to index {max(outside)}' if outside else ''}; the video is {info.width}x{info.height} "
+            f"with {info.num_frames} frames): was the file replaced? Ask about it again."
+        )
+    return _decode(path, index, plan, None)
+
+
+def _decode(path: Path, index: _AvIndex, plan: FramePlan, fps: float | None) -> VideoFrames:
+    """The frames of ``plan``, decoded into one array (refused before decoding if it would not fit)."""
+    frames = _frames_array(index.info, plan.times, fps, len(plan.times))
     try:
         _read_pyav(path, index, plan.indices, frames)
     except MemoryError:

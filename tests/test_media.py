@@ -146,6 +146,22 @@ def test_video_frames_unpack_and_carry_the_processor_metadata(video):
     assert "7 frames of index.mp4" in repr(seen)
 
 
+def test_frames_of_a_plan_are_the_frames_it_names_whatever_the_settings_now(video, tmp_path):
+    """What a picture of a recorded answer decodes: the run's plan, never a new sampling."""
+    plan = media.plan_frames(video, 4, fps=2)
+    shown = media.frames_of(video, plan)
+    assert shown.plan == plan and codes(shown.frames) == [0, 10, 20, 29]
+    assert np.array_equal(shown.frames, sample_frames(video, 4, fps=2).frames)
+    odd = media.FramePlan((0.0, 1.0), (3, 3), (W, H))  # any frames, even one twice
+    assert codes(media.frames_of(video, odd).frames) == [3, 3]
+    with pytest.raises(ValueError, match="not the video these frames were planned for .* up to index 30"):
+        media.frames_of(video, media.FramePlan((0.0,), (30,), (W, H)))
+    with pytest.raises(ValueError, match=r"not the video .* \(frames 32x24; the video is 64x48"):
+        media.frames_of(video, media.FramePlan((0.0,), (0,), (32, 24)))
+    with pytest.raises(TypeError, match="frames_of takes a FramePlan"):
+        media.frames_of(video, [0.0])
+
+
 def test_the_end_of_the_video_can_repeat_the_last_frame(tmp_path):
     """25 fps, 101 frames: 4.04 s. At 2 fps the times are 0, 0.5, ..., 4.0 and the end, 4.04 s:
     4.0 s is the start of frame 100, the last one, and 4.04 s is clamped to it, so the model sees

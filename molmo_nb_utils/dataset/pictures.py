@@ -22,7 +22,7 @@ from molmo_nb_utils.dataset.scoring import DatasetScore
 from molmo_nb_utils.drawing import draw_points, frame_grid, with_header
 from molmo_nb_utils.evaluation import DIAGONAL_FRACTION, distance_threshold, load_ground_truth
 from molmo_nb_utils.grounding import Point, group_by_time
-from molmo_nb_utils.media import DEFAULT_MAX_FRAMES, load_image, sample_frames
+from molmo_nb_utils.media import frames_of, load_image
 
 
 def _draw_rings(image: Image.Image, points: Iterable[Point], radius: float) -> Image.Image:
@@ -59,13 +59,7 @@ def draw_result(
             in_pixels_of(predicted, result.size, image.size),
             label=f"{_printable(item.key)} ({true} true, in rings), answer",
         )
-    shown = sample_frames(
-        item.path, result.settings.get("max_frames") or DEFAULT_MAX_FRAMES, result.settings.get("fps")
-    )
-    if shown.plan != result.plan:
-        raise ValueError(
-            f"{item.key}: the video's frames differ from those the run recorded; was the file changed?"
-        )
+    shown = frames_of(item.path, result.plan)  # the frames the model was shown, as the run recorded them
     true_at = group_by_time(load_ground_truth(item.truth).at_plan(result.plan) if item.truth else [])
     ringed = [
         np.asarray(_draw_rings(Image.fromarray(frame), true_at.get(t, []), radius))
