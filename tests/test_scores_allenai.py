@@ -456,3 +456,15 @@ def test_a_list_of_rle_parts_is_one_mask_and_a_flat_polygon_is_one_polygon():
         for m in (left, bottom)
     ]
     assert np.array_equal(mask_from_coco(parts).decode(SIZE), left | bottom)
+
+
+def test_the_dataset_score_says_its_rule_and_refuses_an_unknown_one(tmp_path):
+    name = _picture(tmp_path)
+    listing = [{"file": name, "points": [{"x": 5, "y": 60, "mask": L_SHAPE}]}]
+    (tmp_path / "list.json").write_text(json.dumps(listing))
+    items = load_dataset(tmp_path / "list.json")
+    results = results_from_answers(items, {name: format_points(pts((195, 6)), [SIZE])})
+    assert score_results(items, results).rule == MASK_RULE
+    assert score_results(items, results, rule="distance").rule == DISTANCE_RULE
+    with pytest.raises(ValueError, match="rule must be 'auto'"):
+        score_results(items, results, rule="mask")

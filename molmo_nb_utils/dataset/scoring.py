@@ -97,6 +97,14 @@ class DatasetScore:
     def failed(self) -> tuple[ItemScore, ...]:
         return tuple(s for s in self.items if s.error is not None)
 
+    @property
+    def rule(self) -> str | None:
+        """How the images' points were judged (``MASK_RULE``, ``DISTANCE_RULE`` or "mixed"); None: no images.
+
+        Print it beside ``mean_image_f1``: only in-mask scores compare with the paper's.
+        """
+        return self.image_points.rule if self.image_points is not None else None
+
     def __str__(self) -> str:
         scored = len(self.items) - len(self.failed)
         lines = [f"{scored} item(s) scored, {len(self.failed)} failed, {len(self.not_run)} not run yet"]
