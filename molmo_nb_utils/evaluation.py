@@ -262,7 +262,7 @@ def distance_threshold(width: float, height: float, fraction: float = DIAGONAL_F
 class CountScore:
     """How predicted counts compare with true counts over ``n`` questions."""
 
-    n: int  # questions with a true count (failed answers included: they are not valid)
+    n: int  # questions with a true count (a predicted count of None: an answer without one, not valid)
     exact: int  # counts exactly right (Molmo2's PointCountEval "correct")
     close: int  # off by at most 1 + floor(5% of the true count), Molmo2's "close" for video counting
     total_abs_error: int  # sum of |predicted - true| over the valid answers
