@@ -161,6 +161,9 @@ def test_tab_and_semicolon_separated_lists_are_read(tmp_path, delimiter):
     assert (first.count, second.count) == (2, 0)
     (tmp_path / "list.tsv").write_text("file\tcount\nimg_0.png\t2\n", encoding="utf-8")
     assert load_dataset(tmp_path / "list.tsv")[0].count == 2
+    (tmp_path / "list.txt").write_bytes((tmp_path / "list.csv").read_bytes())  # as Excel names "Unicode text"
+    with pytest.raises(ValueError, match=r"not a \.txt file .*tab-separated list: rename it to \.tsv"):
+        load_dataset(tmp_path / "list.txt")
     (tmp_path / "bad.csv").write_text("file|count\nimg_0.png|2\n", encoding="utf-8")
     with pytest.raises(ValueError, match="'file' column, separated by commas, tabs or semicolons"):
         load_dataset(tmp_path / "bad.csv")

@@ -116,8 +116,14 @@ def load_dataset(source: str | os.PathLike | Sequence[Any], *, label: str = "obj
                 f"No dataset at {path}: pass a folder, or a .json, .csv or .tsv list of files"
             )
         else:
+            hint = (
+                " (Excel's 'Unicode text' is a tab-separated list: rename it to .tsv)"
+                if path.suffix.lower() == ".txt"
+                else ""
+            )
             raise ValueError(
-                f"{path.name}: a dataset is a folder or a .json, .csv or .tsv list, not a {path.suffix} file"
+                f"{path.name}: a dataset is a folder or a .json, .csv or .tsv list, not a {path.suffix} "
+                f"file{hint}"
             )
     else:
         entries = [e if isinstance(e, Mapping) else {"file": e} for e in source]
