@@ -56,7 +56,18 @@ def _copies_of_the_rule(tree: ast.Module) -> list[int]:
         )
         if "bool" in types and types & WHOLE and below_one:  # a whole number, not a positive real (fps)
             lines.append(node.lineno)
-    return sorted(lines)
+    for node in ast.walk(tree):  # ... or its message: `if n < 1: raise ValueError("n must be >= 1")`
+        if isinstance(node, ast.If) and any(isinstance(n, ast.Raise) for n in node.body):
+            compares = [c for c in ast.walk(node.test) if isinstance(c, ast.Compare)]
+            below = any(
+                isinstance(op, ast.Lt) and isinstance(c, ast.Constant) and c.value == 1
+                for cmp in compares
+                for op, c in zip(cmp.ops, cmp.comparators, strict=True)
+            )
+            said = " ".join(ast.unparse(n) for n in node.body if isinstance(n, ast.Raise))
+            if below and (">= 1" in said or "whole number" in said):
+                lines.append(node.lineno)
+    return sorted(set(lines))
 
 
 def test_the_rule_is_not_written_out_again_in_the_package():
@@ -74,5 +85,11 @@ def test_a_copy_of_the_rule_is_found():
         "def f(rank, fps):\n"
         "    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:\n        raise ValueError\n"
         "    if isinstance(fps, bool) or not isinstance(fps, float) or not fps > 0:\n        raise ValueError\n"
+    )
+    assert _copies_of_the_rule(tree) == [2]
+    tree = ast.parse(
+        "def g(cols, index):\n"
+        "    if cols < 1:\n        raise ValueError(f'cols must be >= 1, got {cols}')\n"
+        "    if index < 1:\n        raise ValueError('image indices start at 1')\n"  # a rule of the data
     )
     assert _copies_of_the_rule(tree) == [2]
