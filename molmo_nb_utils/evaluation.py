@@ -613,7 +613,11 @@ def hota_scores(
 
 
 def _similarity(
-    guesses: Sequence[Point], true_here: Sequence[Point], masks: Sequence[Mask] | None, radius: float, size
+    guesses: Sequence[Point],
+    true_here: Sequence[Point],
+    masks: Sequence[Mask] | None,
+    radius: float,
+    size: tuple[int, int],
 ) -> np.ndarray:
     """1 where a prediction finds a true object by the rule (in its mask, or within ``radius``), else 0."""
     similarity = np.zeros((len(true_here), len(guesses)))

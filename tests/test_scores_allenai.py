@@ -468,3 +468,11 @@ def test_the_dataset_score_says_its_rule_and_refuses_an_unknown_one(tmp_path):
     assert score_results(items, results, rule="distance").rule == DISTANCE_RULE
     with pytest.raises(ValueError, match="rule must be 'auto'"):
         score_results(items, results, rule="mask")
+
+
+def test_a_coco_annotation_without_mask_or_box_is_named(tmp_path):
+    data = _coco(tmp_path)
+    data["annotations"] = [{"id": 99, "image_id": 1, "category_id": 1, "iscrowd": 0}]
+    (tmp_path / "instances.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="annotation 99 .*neither a 'segmentation' nor a 'bbox'"):
+        load_dataset(tmp_path / "instances.json", label="thing")

@@ -78,11 +78,18 @@ def coco_entries(data: Mapping[str, Any], where: str, label: str) -> tuple[list[
         points = []
         for n, annotation in enumerate(by_image.get(image.get("id"), []), start=1):
             segmentation = annotation.get("segmentation")
-            if not segmentation:
-                boxes_only += 1
-                x, y, w, h = annotation["bbox"]
-                segmentation = [[x, y, x + w, y, x + w, y + h, x, y + h]]
             what = f"{where}, annotation {annotation.get('id', n)} ({image['file_name']})"
+            if not segmentation:
+                box = annotation.get("bbox")
+                if not (
+                    isinstance(box, list) and len(box) == 4 and all(isinstance(v, numbers.Real) for v in box)
+                ):
+                    raise ValueError(
+                        f"{what}: it has neither a 'segmentation' nor a 'bbox' [x, y, width, height]"
+                    )
+                boxes_only += 1
+                x, y, w, h = box
+                segmentation = [[x, y, x + w, y, x + w, y + h, x, y + h]]
             try:
                 cx, cy = mask_from_coco(segmentation, what).inner_point(size)
             except ValueError as err:
