@@ -16,20 +16,26 @@ import math
 from pathlib import Path
 from typing import Any
 
+import ipywidgets as widgets
+from IPython.display import display
 from PIL import Image
 
 from molmo_nb_utils.asking import VIDEO_SUFFIXES, Answer, chat, user_message
 from molmo_nb_utils.drawing import (
     DISPLAY_WIDTH,
+    draw_masks,
+    draw_masks_on_images,
     draw_points,
     draw_points_on_images,
     frame_grid,
+    render_masks_video,
     render_tracks_video,
     show_video,
 )
 from molmo_nb_utils.grounding import count_points, group_by_id
 from molmo_nb_utils.media import DEFAULT_FPS, TRACKING_FPS, load_image, video_info
 from molmo_nb_utils.paths import INPUT_DIR, clean_filename, output_path, save_upload
+from molmo_nb_utils.segmentation import load_segmenter, segment
 
 MAX_DISPLAY_HEIGHT = 640  # pixels: a portrait picture taller than this is shown smaller
 UPLOADED = " (uploaded)"  # how an upload is named in the lists, after its file name
@@ -40,7 +46,10 @@ TASKS = {
     "point": ("Point to the coins.", 256),
     "count": ("How many coins are there?", 256),
     "track": ("Track the coins.", 1024),
+    "segment": ("Point to the coins.", 256),  # the points become SAM 2 masks; on a video, tracks work too
 }
+# Tasks that ask about a video at tracking's 8 fps: what SAM 2 follows from frame to frame
+TRACKING_TASKS = ("track", "segment")
 
 
 def display_size(
@@ -75,10 +84,13 @@ class Playground:
     control has a default), streams the answer and draws what it found.
     """
 
-    def __init__(self, model, processor, *, input_dir: Path = INPUT_DIR) -> None:
-        import ipywidgets as widgets
-
+    def __init__(
+        self, model, processor, *, input_dir: Path = INPUT_DIR, segmenter: tuple | None = None
+    ) -> None:
+        """``segmenter``: SAM 2's ``(model, processor)`` for the "segment" task; loaded on its first run
+        (``load_segmenter()``) when not given, so the other tasks never load it."""
         self.model, self.processor = model, processor
+        self.segmenter = segmenter
         self.input_dir = input_dir
         self._images = sorted(p.name for p in input_dir.glob("*.jpg"))
         self._videos = sorted(p.name for p in input_dir.glob("*.mp4"))
@@ -129,8 +141,6 @@ class Playground:
         self._on_media({"new": self.media.value})
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display
-
         display(self.widget)
 
     def _on_task(self, change: dict) -> None:
@@ -216,15 +226,13 @@ class Playground:
 
     def run(self) -> Answer | None:
         """Ask with the current settings, stream the answer, draw what it found; return the answer."""
-        from IPython.display import display
-
         source = self.chosen_media()
         is_video = isinstance(source, Path)
         if self.task.value == "track" and not is_video:
             print("Tracking needs a video: set Media to 'video' and run again.")
             return None
         media = [source] if is_video else source
-        fps = TRACKING_FPS if self.task.value == "track" else DEFAULT_FPS
+        fps = TRACKING_FPS if self.task.value in TRACKING_TASKS else DEFAULT_FPS
         answer = chat(
             self.model,
             self.processor,
@@ -235,6 +243,9 @@ class Playground:
         )
         print()
         if self.task.value == "ask":
+            return answer
+        if self.task.value == "segment":
+            self._show_masks(answer)
             return answer
         if self.task.value == "track":
             tracks = answer.tracks()
@@ -257,6 +268,23 @@ class Playground:
         else:
             display(fit_for_display(draw_points_on_images(list(answer.images), points)))
         return answer
+
+    def _show_masks(self, answer: Answer) -> None:
+        """SAM 2's masks for the answer's points (or tracks), drawn on the pictures, or as a video."""
+        if self.segmenter is None:
+            self.segmenter = load_segmenter()
+        masks = segment(*self.segmenter, answer)
+        print(
+            f"Masks: {len(masks.ids)} ids, on {len(masks)} {'frames' if answer.video is not None else 'images'}"
+        )
+        if answer.video is not None:
+            out = render_masks_video(answer.video, masks, output_path("playground_masks.mp4"), progress=False)
+            info = video_info(out)
+            display(show_video(out, width=display_size(info.width, info.height, max_width=640)[0]))
+        elif len(answer.images) == 1:
+            display(fit_for_display(draw_masks(answer.images[0], masks[0])))
+        else:
+            display(fit_for_display(draw_masks_on_images(list(answer.images), list(masks))))
 
 
 def _uploaded_files(value: Any) -> list[tuple[str, bytes]]:

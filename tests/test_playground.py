@@ -19,6 +19,8 @@ from molmo_nb_utils.playground import (
     display_size,
     grid_columns,
 )
+from molmo_nb_utils.segmentation import load_segmenter
+from molmo_nb_utils.tiny import build_tiny_sam2
 
 
 @pytest.fixture
@@ -49,6 +51,27 @@ def test_tracking_runs_on_the_video_at_8_fps(playground):
     assert answer.video.info.path.name == "moving_objects.mp4"
     assert len(answer.video.timestamps) == 33  # 4 s at 8 fps: 0, 0.125, ..., 4.0
     assert (paths.OUTPUT_DIR / "playground_tracks.mp4").is_file()
+
+
+@pytest.fixture(scope="module")
+def tiny_sam(tmp_path_factory):
+    return load_segmenter(build_tiny_sam2(tmp_path_factory.mktemp("sam") / "tiny-sam2"))
+
+
+def test_segment_draws_masks_on_the_images_and_a_video(playground, tiny_sam, capsys, monkeypatch):
+    playground.segmenter = tiny_sam
+    shown = []
+    monkeypatch.setattr("molmo_nb_utils.playground.display", shown.append)
+    playground.task.value = "segment"
+    assert playground.prompt.value == TASKS["segment"][0] and playground.media.value == "images"
+    playground.max_new_tokens.value = 16
+    answer = playground.run()
+    assert answer.images and isinstance(shown[-1], Image.Image)
+    assert "Masks:" in capsys.readouterr().out
+    playground.media.value = "video"
+    answer = playground.run()
+    assert len(answer.video.timestamps) == 33  # tracking's 8 fps: what SAM 2 follows
+    assert (paths.OUTPUT_DIR / "playground_masks.mp4").is_file()
 
 
 def test_tracking_needs_a_video(playground, capsys):
@@ -157,7 +180,7 @@ def test_grid_columns_keep_a_portrait_video_on_one_screen():
 
 def test_a_portrait_upload_is_shown_at_a_sensible_height(playground, monkeypatch):
     shown = []
-    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    monkeypatch.setattr("molmo_nb_utils.playground.display", lambda obj: shown.append(obj))
     buffer = io.BytesIO()
     Image.new("RGB", (682, 1213), "white").save(buffer, format="PNG")
     playground.upload.value = (_file("portrait.png", buffer.getvalue()),)
