@@ -213,11 +213,18 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
 
 def remove_ours(root: Path, manifest: dict[str, Any], folder: Path) -> None:
     """Remove ``folder`` (our checkpoint or adapter): recorded, renamed to a hidden name, then deleted."""
+    if not folder.exists():  # recorded as being written, never begun
+        _forget(
+            manifest,
+            folder.name if folder.parent.name == CHECKPOINTS else None,
+            adapter=folder.name == ADAPTER,
+        )
+        write_manifest(root, manifest)
+        return
     trash = f".removing-{folder.name}-{uuid.uuid4().hex[:8]}"
     manifest["removing"][trash] = str(folder.relative_to(root))
     write_manifest(root, manifest)
-    if folder.exists():
-        os.replace(folder, folder.parent / trash)
+    os.replace(folder, folder.parent / trash)
     _forget(
         manifest, folder.name if folder.parent.name == CHECKPOINTS else None, adapter=folder.name == ADAPTER
     )
@@ -254,8 +261,9 @@ def clean_up(root: Path, manifest: dict[str, Any]) -> None:
             manifest["writing"].remove(name)
         else:
             remove_ours(root, manifest, folder)
-    manifest["checkpoints"] = [n for n in manifest["checkpoints"] if (root / CHECKPOINTS / n).exists()]
-    write_manifest(root, manifest)
+    for name in list(manifest["checkpoints"]):  # ours, but no longer whole (a file lost): not a checkpoint
+        if not is_whole(root / CHECKPOINTS / name, manifest["run"]):
+            remove_ours(root, manifest, root / CHECKPOINTS / name)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -210,6 +210,11 @@ def training_arguments(
         }
         if "max_steps" not in given and "num_train_epochs" not in given:
             defaults["max_steps"] = default_steps(examples, batch * accumulate * world)
+        steps = given.get("max_steps", defaults.get("max_steps", -1))
+        if steps > 0:  # in steps, not shares of the run: a resumed run's state then says the same
+            for key in ("warmup_steps", "logging_steps", "save_steps", "eval_steps"):
+                if isinstance(defaults[key], float):
+                    defaults[key] = max(round(defaults[key] * steps), 1)
         try:
             args = TrainingArguments(output_dir=str(output_dir), **{**defaults, **given})
         except TypeError as err:
