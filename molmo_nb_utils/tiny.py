@@ -319,7 +319,11 @@ def _move_in(path: Path, save, marker: str, info: dict[str, Any]) -> Path:
         names = sorted(entry.name for entry in tmp.iterdir())
         (tmp / marker).write_text(json.dumps({**info, "files": names}, indent=1) + "\n")
         if not path.exists():
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except OSError:  # another process (a parallel test worker) finished the same build first
+                if not (path / "config.json").is_file():
+                    raise
             return path
         (path / "config.json").unlink(missing_ok=True)  # from here on the folder is no model until done
         for entry in path.iterdir():

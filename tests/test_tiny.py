@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -180,3 +182,20 @@ def test_command_line_builds_the_segmenter(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert tiny.main(["--segmenter"]) == 0
     assert calls == [("downloaded_data/tiny-sam2", {"seed": 0, "overwrite": False})]
+
+
+def test_a_build_another_process_finished_meanwhile_is_used(tmp_path, monkeypatch):
+    """Parallel test workers may build the same tiny SAM 2 at once: the second finds the first's."""
+    done = tiny.build_tiny_sam2(tmp_path / "done")
+    target = tmp_path / "sam"
+    real = os.replace
+
+    def racing(src, dst):
+        if Path(dst) == target and not target.exists():
+            shutil.copytree(done, target)  # the other worker moves its build in first
+        return real(src, dst)
+
+    monkeypatch.setattr(tiny.os, "replace", racing)
+    assert tiny.build_tiny_sam2(target) == target
+    assert _files(target) == _files(done)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
