@@ -20,8 +20,8 @@ from molmo_nb_utils.asking import Answer
 from molmo_nb_utils.detections import to_detections
 from molmo_nb_utils.grounding import Point, format_points
 from molmo_nb_utils.mask_exports import save_coco, to_coco
-from molmo_nb_utils.mask_scores import disc_mask, mask_iou, mask_scores, true_masks, video_mask_scores
-from molmo_nb_utils.media import sample_frames, video_info
+from molmo_nb_utils.mask_scores import disc_mask, mask_iou, mask_scores, rle, true_masks, video_mask_scores
+from molmo_nb_utils.media import FramePlan, sample_frames, video_info
 from molmo_nb_utils.paths import INPUT_DIR
 from molmo_nb_utils.segmentation import (
     PictureMasks,
@@ -319,3 +319,20 @@ def test_without_supervision_the_error_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(detections, "sv", None)
     with pytest.raises(ImportError, match="pip install supervision"):
         to_detections(masks())
+
+
+def test_true_masks_are_the_truths_own_masks_where_it_gives_them(tmp_path):
+    """A truth file whose objects carry COCO masks (here a polygon and an RLE) is read with masks.Mask."""
+    box = [[2, 2, 6, 2, 6, 6, 2, 6]]  # a 4x4 square, as a COCO polygon
+    encoded = rle(square(5, 5, 3))
+    frames = [
+        {"frame": 0, "time": 0.0, "objects": [{"id": 1, "x": 4, "y": 4, "mask": box}]},
+        {"frame": 1, "time": 0.5, "objects": [{"id": 1, "x": 4, "y": 4, "mask": box}, {"id": 2, "x": 6, "y": 6, "mask": encoded}]},
+    ]  # fmt: skip
+    truth = {"fps": 2, "width": 10, "height": 10, "num_frames": 2, "frames": frames}
+    path = tmp_path / "truth.json"
+    path.write_text(json.dumps(truth))
+    found = true_masks(path, FramePlan((0.0, 0.5), (0, 1), (10, 10)))
+    assert [m.ids for m in found] == [(1,), (1, 2)]
+    assert np.array_equal(found[1].mask(2), square(5, 5, 3))
+    assert found[0].mask(1).sum() == 16 and found[0].mask(1)[3, 3]
