@@ -32,6 +32,7 @@ from transformers import Sam2VideoConfig, Sam2VideoModel, Sam2VideoProcessor
 
 from molmo_nb_utils.asking import Answer
 from molmo_nb_utils.drawing.masks import mask_box
+from molmo_nb_utils.drawing.style import to_pil
 from molmo_nb_utils.grounding import Point, nearest_index
 from molmo_nb_utils.loading import detect_hardware, model_id
 from molmo_nb_utils.media import VideoFrames
@@ -258,12 +259,13 @@ def _prompt(processor, session, frame_index: int, clicks: list[tuple[int, float,
 
 def _segment_images(model, processor, answer: Answer, points: list[Point]) -> Segmentation:
     pictures, prompts = [], []
-    for k, image in enumerate(answer.images, start=1):
+    for k, shown in enumerate(answer.images, start=1):
+        image = to_pil(shown)  # RGB, whatever the answer was given (an RGBA or grey picture, an array)
         clicks = [(p.id, p.x, p.y) for p in _first_points([p for p in points if p.image == k]).values()]
         if not clicks:
             pictures.append(empty_masks(*image.size))
             continue
-        session = _session(model, processor, [np.asarray(image.convert("RGB"))])
+        session = _session(model, processor, [np.asarray(image)])
         _prompt(processor, session, 0, clicks)
         output = model(inference_session=session, frame_idx=0)
         pictures.append(_masks_of(processor, output, image.size, [pid for pid, _, _ in clicks]))
