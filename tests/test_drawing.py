@@ -510,7 +510,9 @@ def test_draw_masks_on_images_puts_each_set_on_its_own_image():
 
 
 def test_render_masks_video_is_upright_h264_of_the_frames_shown(tmp_path):
-    seen = sample_frames(INPUT_DIR / "bunny_phone.mp4", fps=2)  # stored sideways with a rotation: shown upright
+    seen = sample_frames(
+        INPUT_DIR / "bunny_phone.mp4", fps=2
+    )  # stored sideways with a rotation: shown upright
     width, height = seen.size
     assert height > width
     per_frame = [

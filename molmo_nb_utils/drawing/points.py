@@ -11,6 +11,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from molmo_nb_utils.checks import positive_int
 from molmo_nb_utils.drawing.style import (
     BLACK,
     DISPLAY_WIDTH,
@@ -153,9 +154,7 @@ def frame_grid(
         raise ValueError(
             f"got {len(pictures)} frames but {len(times)} timestamps; pass one timestamp per frame"
         )
-    if cols < 1:
-        raise ValueError(f"cols must be >= 1, got {cols}")
-    cols = min(cols, len(pictures))
+    cols = min(positive_int(cols, "cols"), len(pictures))
     gap = 4
     thumb_w = (width - gap * (cols - 1)) // cols
     if thumb_w < 8:

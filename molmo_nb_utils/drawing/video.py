@@ -24,6 +24,7 @@ from IPython.display import Video
 from PIL import Image
 from tqdm.auto import tqdm
 
+from molmo_nb_utils.checks import positive_int_or_none
 from molmo_nb_utils.drawing.style import style_for, to_pil
 from molmo_nb_utils.drawing.tracks import check_trail, draw_tracks_on, index_tracks
 from molmo_nb_utils.grounding import Point, time_to_frame
@@ -160,8 +161,7 @@ def write_gif(
     rate = float(video_rate(fps))
     if max_width < 2:
         raise ValueError(f"max_width must be >= 2 pixels, got {max_width}")
-    if max_frames is not None and max_frames < 1:
-        raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
+    max_frames = positive_int_or_none(max_frames, "max_frames", "every frame")
     small = []
     for frame in frames:
         picture = to_pil(frame)
