@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,7 +171,11 @@ def video_mask_scores(predicted: Sequence[PictureMasks], true: Sequence[PictureM
     }
     if not gt_ids:
         raise ValueError("the true masks hold no object: J&F needs at least one true object")
-    res = JAndF().eval_sequence(data)
+    with warnings.catch_warnings():
+        # TrackEval's J/F-Decay (unused here) bins frames with uint8 indices: past 255 frames some bins are
+        # empty and numpy warns about their mean; J and F themselves are unaffected
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = JAndF().eval_sequence(data)
     return VideoMaskScore(
         j=float(res["J-Mean"]),
         f=float(res["F-Mean"]),

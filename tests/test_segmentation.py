@@ -298,6 +298,8 @@ def test_a_segmentation_exports_its_frames(sam):
     assert [i["frame"] for i in coco["images"]] == seen.indices
     assert coco["images"][0]["file_name"] == "moving_objects.mp4#frame=0"
     assert all(a["track_id"] == 1 for a in coco["annotations"])
+    per_frame = to_detections(segment(*sam, answer))
+    assert len(per_frame) == len(seen.timestamps) and all(d.tracker_id.tolist() == [1] for d in per_frame)
 
 
 # --- supervision -------------------------------------------------------------------------------
