@@ -59,6 +59,10 @@ def disc_mask(width: int, height: int, x: float, y: float, diameter: float) -> n
     return (cols - x) ** 2 + (rows - y) ** 2 <= (diameter / 2) ** 2
 
 
+def _objects(n: int) -> str:
+    return f"{n} true object" + ("" if n == 1 else "s")
+
+
 @dataclass(frozen=True)
 class MaskScore:
     """Masks on one picture against its true masks: each true object paired with the predicted mask
@@ -82,7 +86,7 @@ class MaskScore:
 
     def __str__(self) -> str:
         return (
-            f"mean mask IoU {self.mean_iou:.3f} over {self.true_objects} true objects "
+            f"mean mask IoU {self.mean_iou:.3f} over {_objects(self.true_objects)} "
             f"({len(self.pairs)} paired, {self.extra_masks} extra masks)"
         )
 
@@ -133,7 +137,7 @@ class VideoMaskScore:
 
     def __str__(self) -> str:
         return (
-            f"J&F {self.j_and_f:.3f} (J {self.j:.3f}, F {self.f:.3f}) over {self.true_objects} true objects "
+            f"J&F {self.j_and_f:.3f} (J {self.j:.3f}, F {self.f:.3f}) over {_objects(self.true_objects)} "
             f"and {self.frames} frames"
         )
 
