@@ -3,8 +3,9 @@
 Why: after the lessons, the next step is a folder of your own images or videos and the question
 "how good is it on *my* data?". One module per concern:
 
-* ``items``: a folder, or a JSON or CSV list with optional ground truth (``load_dataset``);
-  ``input/coin_table.json`` is an example. Bad lists are refused before any GPU time is spent.
+* ``items``: a folder (linked subfolders too), or a JSON or CSV list (commas, tabs or semicolons)
+  with optional ground truth (``load_dataset``); ``input/coin_table.json`` is an example. Bad lists
+  are refused before any GPU time is spent.
   ``item_prompt`` is the one rule for what an item is asked (and trained on).
 * ``results``: the results file, one JSON line per item, forced to disk before the next item
   starts. A killed run loses at most the item it was writing; every line carries the run's

@@ -1,4 +1,4 @@
-"""The items of a dataset: a folder, or a JSON or CSV list of images and videos with ground truth.
+"""The items of a dataset: a folder, or a JSON, CSV or TSV list of images and videos with ground truth.
 
 Why here: every problem in a list (a missing file, a typo in a field, a point outside its image, a
 list saved by a spreadsheet in another encoding, one file listed under two spellings) is cheap to
