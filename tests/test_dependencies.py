@@ -33,7 +33,7 @@ def _requirements(name: str) -> set[str]:
 
 def _pyproject() -> set[str]:
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    return _names(project["dependencies"]) | _names(project["optional-dependencies"]["quantization"])
+    return _names(project["dependencies"]).union(*map(_names, project["optional-dependencies"].values()))
 
 
 def _third_party_imports(sources) -> set[str]:
@@ -105,10 +105,11 @@ def test_colab_installs_only_what_colab_lacks_and_we_list():
         return {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
 
     common = names(catalog["colab_packages"])
-    assert common == {"transformers", "huggingface-hub", "molmo-utils", "av"}
+    assert common == {"transformers", "huggingface-hub", "molmo-utils", "av", "trackeval"}
     extras = {e["file"]: names(e.get("colab_extras", [])) for e in catalog["notebooks"]}
     assert extras["06_fit_your_gpu.ipynb"] == {"bitsandbytes"}
     assert "peft" in extras["09_fine_tune.ipynb"]
-    assert {n for n, x in extras.items() if x} == {"06_fit_your_gpu.ipynb", "09_fine_tune.ipynb"}
+    assert extras["10_points_to_masks.ipynb"] == {"supervision"}
+    assert {n for n, x in extras.items() if x} == {"06_fit_your_gpu.ipynb", "09_fine_tune.ipynb", "10_points_to_masks.ipynb"}
     reader = _requirements("requirements.txt")
     assert common | set().union(*extras.values()) <= reader
