@@ -68,6 +68,15 @@ def test_ends_with_things_to_try_and_has_no_stray_outputs(notebook):
             assert not cell.outputs and cell.execution_count is None, cell.source[:60]
 
 
+def test_things_to_try_ends_with_the_next_lesson(notebook):
+    """Each lesson but the last ends by naming the one after it in the catalog; the last names none."""
+    entry, nb = notebook
+    order = [e["file"] for e in CATALOG["notebooks"]]
+    following = order[order.index(entry["file"]) + 1 :]
+    named = re.findall(r"^- Next: `([^`]+)`", nb.cells[-1].source, flags=re.M)
+    assert named == following[:1], f"{entry['file']} should end with '- Next: `{following[:1]}`'"
+
+
 def test_checked_outputs_do_not_depend_on_where_the_repo_lives(notebook):
     _, nb = notebook
     for cell in nb.cells:
