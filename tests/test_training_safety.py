@@ -121,6 +121,24 @@ def test_a_removal_killed_half_way_leaves_no_checkpoint_without_weights(
     ]  # the trash is gone too
     assert sorted(p.name for p in run.iterdir()) == ["adapter", "checkpoints", "fine_tune.json"]
 
+    # starting over, killed while removing the earlier run: what is left counts only if whole
+    monkeypatch.setattr(checkpoints_module.shutil, "rmtree", killed)
+    model, processor = load_model(tiny_model_path)
+    with pytest.raises(KeyboardInterrupt):
+        fine_tune(
+            model, processor, tables, run, resume=False, save_total_limit=1, **{**QUICK, "max_steps": 4}
+        )
+    monkeypatch.setattr(checkpoints_module.shutil, "rmtree", real_rmtree)
+    for folder in (run / "checkpoints").glob("checkpoint-*"):
+        assert (folder / "adapter_model.safetensors").is_file()
+    load_adapter(load_model(tiny_model_path)[0], run)  # a whole checkpoint, not a half-removed adapter
+    model, processor = load_model(tiny_model_path)
+    again = fine_tune(
+        model, processor, tables, run, resume=False, save_total_limit=1, **{**QUICK, "max_steps": 4}
+    )
+    assert again.training_log.resumed_from == 0
+    assert sorted(p.name for p in run.iterdir()) == ["adapter", "checkpoints", "fine_tune.json"]
+
     # a checkpoint that lost its weights some other way is not one: the one before it is resumed
     cut = tmp_path / "cut"
     model, processor = load_model(tiny_model_path)

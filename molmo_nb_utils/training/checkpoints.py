@@ -48,6 +48,7 @@ __all__ = [
     "mark_folder",
     "open_run",
     "read_manifest",
+    "read_mark",
     "remove_ours",
     "write_manifest",
 ]
@@ -166,6 +167,7 @@ def mark_folder(folder: Path, run: str, **record: Any) -> None:
 
 
 def read_mark(folder: Path) -> dict[str, Any] | None:
+    """``folder``'s mark, None if it has none of ours."""
     try:
         mark = json.loads((folder / MARK).read_text())
     except (OSError, ValueError):

@@ -43,6 +43,7 @@ from molmo_nb_utils.training.checkpoints import (
     mark_folder,
     open_run,
     read_manifest,
+    read_mark,
     remove_ours,
     write_manifest,
 )
@@ -284,6 +285,11 @@ def _save_adapter(
 ) -> None:
     """The final adapter into ``root/adapter``: written under a hidden name the manifest records, marked, renamed."""
     if (root / ADAPTER).exists():
+        if (read_mark(root / ADAPTER) or {}).get("run") != manifest["run"]:
+            raise TrainingError(
+                f"{root / ADAPTER} was not written by this run of fine_tune: move it away, then call fine_tune "
+                "again (it resumes from its last checkpoint)"
+            )
         remove_ours(root, manifest, root / ADAPTER)
     partial = f".{ADAPTER}-{uuid.uuid4().hex[:8]}"
     manifest["removing"][partial] = partial  # removed by clean_up if this call is killed
@@ -376,13 +382,13 @@ def fine_tune(
         manifest = open_run(root)
         clean_up(root, manifest)
         if not resume:  # start over: this code's earlier checkpoints and adapter, nothing else
+            manifest.pop("finished", None)  # first: killed during the removals, nothing counts as finished
+            write_manifest(root, manifest)
             for folder in [
-                *finished_checkpoints(root, manifest),
                 *([root / ADAPTER] if manifest["adapter"] else []),
+                *finished_checkpoints(root, manifest),
             ]:
                 remove_ours(root, manifest, folder)
-            manifest.pop("finished", None)
-            write_manifest(root, manifest)
     state.wait_for_everyone()
     manifest = manifest or read_manifest(root)
     checkpoint = None
