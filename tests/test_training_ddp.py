@@ -27,7 +27,13 @@ def four_tables(tmp_path):
         tables = [item for item in load_dataset(INPUT_DIR / "coin_table.json") if item.points is not None][:4]
     listing = tmp_path / "tables.json"
     entries = [
-        {"file": str(t.path), "label": t.label, "points": [[p.x, p.y] for p in t.points]} for t in tables
+        {
+            "file": str(t.path),
+            "label": t.label,
+            "count": len(t.points),
+            "points": [[p.x, p.y] for p in t.points],
+        }
+        for t in tables
     ]
     listing.write_text(json.dumps(entries))
     return listing

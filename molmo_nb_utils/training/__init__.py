@@ -17,6 +17,7 @@ One concern a module:
 The lesson is ``09_fine_tune.ipynb``; ``scripts/fine_tune_ddp.py`` trains on several GPUs.
 """
 
+from molmo_nb_utils.dataset.items import DEFAULT_PROMPT
 from molmo_nb_utils.training.checkpoints import latest_checkpoint, load_adapter
 from molmo_nb_utils.training.encoding import (
     Molmo2Collator,
@@ -43,6 +44,7 @@ from molmo_nb_utils.training.targets import (
 from molmo_nb_utils.training.trainer import Molmo2Trainer, TrainingLog, fine_tune, training_arguments
 
 __all__ = [
+    "DEFAULT_PROMPT",
     "FineTuneSettings",
     "Molmo2Collator",
     "Molmo2Trainer",
