@@ -6,7 +6,9 @@ token, so the fine-tuned model also learns to stop. The prompt goes through
 ``asking.prepare_inputs``, so the model trains on exactly the tokens it is later asked with.
 
 Since the vision tower and connector are frozen (unless ``train_connector``), their output is the
-same at every step: ``media_features`` computes it once per example, in place of the pixels, and
+same at every step: ``media_features`` computes it once per example, in place of the pixels (the same
+losses to the last digit; measured on the tiny model, CPU, 100 steps in batches of 3, a whole
+``fine_tune`` took about half the time with the cache as without), and
 ``Molmo2Collator`` pads several examples into one batch (right padding: a causal model's answer
 never sees the padding after it, so each example's loss is what it is alone).
 """
