@@ -12,6 +12,7 @@ so a portrait photo or phone video fits on the screen.
 
 from __future__ import annotations
 
+import datetime
 import math
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,10 @@ class Playground:
         self._videos = sorted(p.name for p in input_dir.glob("*.mp4"))
         self._uploaded_images: dict[str, Image.Image] = {}  # list label -> image
         self._uploaded_videos: dict[str, Path] = {}  # list label -> the file it was saved to
+        # What the upload button counts: every file kept since the last "Clear uploads", not only the last
+        # pick (ipywidgets shows "Upload (n)" for the files in its value, and each pick replaces the value).
+        self._kept: tuple[dict, ...] = ()
+        self._counting = False  # True while the count is written back to the widget
         self.media = widgets.ToggleButtons(options=["images", "video"], value="images", description="Media")
         self.image_files = widgets.SelectMultiple(
             options=self._images,
@@ -160,16 +165,35 @@ class Playground:
             self.run()
 
     def _on_upload(self, change: dict) -> None:
+        if self._counting:  # our own count of what is kept (below): nothing new
+            return
+        files = _uploaded_files(change["new"])
         try:
-            self.add_uploads(_uploaded_files(change["new"]))
+            kept = self.add_uploads(files)
         except ValueError as err:  # an unreadable image: say so under the button
             self.output.append_stdout(f"{err}\n")
+            kept = getattr(err, "kept", 0)
+        self._count_kept([name for name, _ in files[:kept]])
 
-    def add_uploads(self, files: list[tuple[str, bytes]]) -> None:
-        """Add uploaded (name, bytes) files to the lists and select them, so a run uses them.
+    def _count_kept(self, names: list[str]) -> None:
+        """Make the button's "(n)" the number of uploads listed, keeping no file contents in the widget."""
+        if isinstance(self.upload.value, dict):  # ipywidgets 7: its counter cannot be set
+            return
+        when = datetime.datetime.now(datetime.timezone.utc)
+        entry = {"type": "", "size": 0, "content": memoryview(b""), "last_modified": when}
+        self._kept = (*self._kept, *({**entry, "name": name} for name in names))
+        self._counting = True
+        try:
+            self.upload.value = self._kept
+        finally:
+            self._counting = False
 
-        Images are read now (a broken file is reported at once); a video is saved under
-        ``downloaded_data/outputs/uploads/`` (video readers need a file), once per upload.
+    def add_uploads(self, files: list[tuple[str, bytes]]) -> int:
+        """Add uploaded (name, bytes) files to the lists and select them, so a run uses them; how many were added.
+
+        Images are read now (a broken file is reported at once, its ``ValueError`` carrying ``kept``, the
+        number added before it); a video is saved under ``downloaded_data/outputs/uploads/`` (video
+        readers need a file), once per upload.
         """
         new_images, new_videos = [], []
         try:
@@ -181,7 +205,11 @@ class Playground:
                     self._uploaded_videos[label] = path
                     new_videos.append(label)
                 else:
-                    image = load_image(content)
+                    try:
+                        image = load_image(content)
+                    except ValueError as err:
+                        err.kept = len(new_images) + len(new_videos)
+                        raise
                     label = _label(shown, self._uploaded_images)
                     self._uploaded_images[label] = image
                     new_images.append(label)
@@ -194,6 +222,7 @@ class Playground:
                 self.video_file.value = new_videos[0]
             if new_videos or new_images:
                 self.media.value = "video" if new_videos else "images"
+        return len(new_images) + len(new_videos)
 
     def clear_uploads(self) -> None:
         """Take every upload out of the lists and go back to the sample media."""
@@ -203,6 +232,7 @@ class Playground:
         self.image_files.value = [n for n in ("coins.jpg",) if n in self._images]
         self.video_file.options = self._videos
         self.video_file.value = "moving_objects.mp4" if "moving_objects.mp4" in self._videos else None
+        self._kept = ()
         try:
             self.upload.value = ()  # ipywidgets 8; the observer sees no files
         except Exception:  # ipywidgets 7 cannot reset the upload widget: its counter stays

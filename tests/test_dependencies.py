@@ -110,6 +110,10 @@ def test_colab_installs_only_what_colab_lacks_and_we_list():
     assert extras["06_fit_your_gpu.ipynb"] == {"bitsandbytes"}
     assert "peft" in extras["09_fine_tune.ipynb"]
     assert extras["10_points_to_masks.ipynb"] == {"supervision"}
-    assert {n for n, x in extras.items() if x} == {"06_fit_your_gpu.ipynb", "09_fine_tune.ipynb", "10_points_to_masks.ipynb"}
+    assert {n for n, x in extras.items() if x} == {
+        "06_fit_your_gpu.ipynb",
+        "09_fine_tune.ipynb",
+        "10_points_to_masks.ipynb",
+    }
     reader = _requirements("requirements.txt")
     assert common | set().union(*extras.values()) <= reader

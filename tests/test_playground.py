@@ -130,6 +130,22 @@ def test_an_upload_is_listed_selected_and_used(playground):
     assert other.chosen_media() == paths.OUTPUT_DIR / "uploads" / "clip-1.mp4"  # never overwrites
 
 
+def test_the_upload_button_counts_every_file_listed_not_the_last_pick(playground):
+    """ipywidgets shows "Upload (n)" for the files in the widget's value; each pick replaces the value, so
+    two images then a video once read "(1)". The count is what the lists hold, without the files' bytes."""
+    video = (paths.INPUT_DIR / "counting.mp4").read_bytes()
+    playground.upload.value = (_file("a.png", _png("red")), _file("b.png", _png("green")))
+    assert len(playground.upload.value) == 2
+    playground.upload.value = (_file("clip.mp4", video),)  # a second pick
+    assert [f["name"] for f in playground.upload.value] == ["a.png", "b.png", "clip.mp4"]
+    assert all(len(f["content"]) == 0 for f in playground.upload.value)  # no copy of the files in the widget
+    assert playground.video_file.value == "clip.mp4 (uploaded)" and len(playground._uploaded_images) == 2
+    playground.upload.value = (_file("broken.jpg", b"not a jpeg"),)  # refused: not counted
+    assert len(playground.upload.value) == 3
+    playground.clear_uploads()
+    assert playground.upload.value == ()
+
+
 def test_uploads_can_be_cleared(playground):
     playground.upload.value = (_file("photo.png", _png("red")),)
     playground.upload.value = (_file("photo.png", _png("green")),)  # the same name again

@@ -249,7 +249,9 @@ def test_a_video_is_trained_at_the_frames_run_dataset_shows(tiny_model, video):
         assert example.frames == plan and (example.fps, example.max_frames) == (fps, DEFAULT_MAX_FRAMES)
         parsed = parse_tracks(example.target, example.size)
         assert len(parsed) == len(load_ground_truth(video[0].truth).at_plan(plan))
-        assert all(min(abs(p.time - t) for t in plan.times) <= 0.05 + 1e-9 for p in parsed)  # written to 0.1 s
+        assert all(
+            min(abs(p.time - t) for t in plan.times) <= 0.05 + 1e-9 for p in parsed
+        )  # written to 0.1 s
         encoded = encode_example(model, processor, example)
         assert int(encoded["video_grids"][0, 0]) == len(plan.times)  # the model is shown those frames
         shown[fps] = len(plan.times)
