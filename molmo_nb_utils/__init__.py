@@ -76,6 +76,7 @@ from molmo_nb_utils.media import (
     VideoFrames,
     VideoInfo,
     load_image,
+    planned_frames,
     sample_frames,
     video_info,
 )
@@ -89,7 +90,6 @@ from molmo_nb_utils.memory import (
     estimate_training_memory,
     gpu_budget_gb,
     next_setting_advice,
-    planned_frames,
     suggest_settings,
     video_prompt_tokens,
 )

@@ -23,6 +23,7 @@ import transformers
 from huggingface_hub import try_to_load_from_cache
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
 
+from molmo_nb_utils.architecture import SIXTEEN_BIT_MODULES
 from molmo_nb_utils.memory import choose_quantization, gpu_budget_gb
 from molmo_nb_utils.paths import REPO_ROOT
 from molmo_nb_utils.tiny import TINY_NAME, TinyModelError, build_tiny_molmo2, tiny_model_dir
@@ -167,9 +168,8 @@ def _quantization_config(quantization: str, dtype):
         )
 
     # The vision tower and the adapter are small and sensitive to quantization: keep them (and the
-    # lm head) in 16-bit. These are the native model's module names (the remote code's was
-    # "vision_backbone").
-    skip = ["vision_tower", "multi_modal_projector", "lm_head"]
+    # lm head) in 16-bit (architecture's names, the native model's).
+    skip = list(SIXTEEN_BIT_MODULES)
     if quantization == "4bit":
         return BitsAndBytesConfig(
             load_in_4bit=True,
@@ -223,7 +223,7 @@ def load_model(
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": local_only}
     if quantization:
         kwargs["quantization_config"] = _quantization_config(quantization, torch_dtype)
-        kwargs["device_map"] = "auto"
+        kwargs["device_map"] = device or quantized_device_map()
     elif (device or hw.device) != "cpu":
         kwargs["device_map"] = device or hw.device
     try:
@@ -236,6 +236,14 @@ def load_model(
         ) from None
     chunk_vision(model, vision_chunk)
     return model.eval(), processor
+
+
+def quantized_device_map() -> str | dict[str, int]:
+    """Where bitsandbytes puts a quantized model: spread over the GPUs ("auto"), except in a data-parallel
+    launch (torchrun and accelerate set ``LOCAL_RANK``), where each process holds a whole copy on its own GPU
+    (QLoRA in DDP); spread, every process would load onto every GPU."""
+    local_rank = os.environ.get("LOCAL_RANK")
+    return {"": int(local_rank)} if local_rank is not None and local_rank.isdigit() else "auto"
 
 
 def _load_part(auto_class, what: str, name: str | os.PathLike | None):

@@ -187,3 +187,11 @@ def test_tiny_lives_in_the_checkout_or_else_in_the_user_cache(tmp_path, monkeypa
     monkeypatch.setattr(tiny, "REPO_ROOT", tmp_path / "site-packages")  # an installed package
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert tiny.tiny_model_dir() == tmp_path / "cache" / "molmo_nb_utils" / "tiny-molmo2"
+
+
+def test_a_quantized_model_stays_on_its_own_gpu_in_a_data_parallel_launch(monkeypatch):
+    """QLoRA under torchrun: each process loads a whole copy onto its LOCAL_RANK's GPU, not onto every GPU."""
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert loading.quantized_device_map() == "auto"
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert loading.quantized_device_map() == {"": 1}

@@ -59,9 +59,11 @@ class FineTuneSettings:
     cache_features: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
-            raise TrainingError(f"rank must be a whole number >= 1, got {self.rank!r}")
-        positive_int(self.max_frames, "max_frames")
+        try:
+            positive_int(self.rank, "rank")
+            positive_int(self.max_frames, "max_frames")
+        except ValueError as err:  # the rule and its words are checks'; the error is training's
+            raise TrainingError(str(err)) from None
         if not 0 <= self.dropout < 1:
             raise TrainingError(f"dropout is a probability from 0 to below 1, got {self.dropout!r}")
 
