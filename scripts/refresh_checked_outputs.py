@@ -31,6 +31,7 @@ def refresh(path: Path) -> int:
     ).execute()
     kept = 0
     for cell in nb.cells:
+        cell.metadata.pop("execution", None)  # the run's timestamps: noise in every diff
         if cell.cell_type != "code":
             continue
         if MARK in cell.source:

@@ -64,6 +64,7 @@ def test_ends_with_things_to_try_and_has_no_stray_outputs(notebook):
     _, nb = notebook
     assert nb.cells[-1].cell_type == "markdown" and "## Things to try" in nb.cells[-1].source
     for cell in nb.cells:
+        assert "execution" not in cell.metadata, f"a run's timestamps in {cell.source[:60]!r}"
         if cell.cell_type == "code" and "NBVAL_CHECK_OUTPUT" not in cell.source:
             assert not cell.outputs and cell.execution_count is None, cell.source[:60]
 
