@@ -603,6 +603,30 @@ def test_pictures_show_each_item(worked):
     assert figure.axes[0].get_xlabel() == "true count"
 
 
+def test_a_pictures_title_names_which_answer_it_shows(worked, monkeypatch):
+    """Two pictures of one item (before and after fine-tuning, 09) say which answer each one shows."""
+    items, results, _ = worked
+    titles = []
+    original, original_header = dataset.pictures.draw_points, dataset.pictures.with_header
+    monkeypatch.setattr(
+        dataset.pictures,
+        "draw_points",
+        lambda *a, label, **k: titles.append(label) or original(*a, label=label, **k),
+    )
+    monkeypatch.setattr(
+        dataset.pictures,
+        "with_header",
+        lambda image, text, *a: titles.append(text) or original_header(image, text, *a),
+    )
+    draw_result(items[0], results[0])
+    draw_result(items[0], results[0], answer="answer before fine-tuning")
+    draw_result(items[3], results[2], answer="answer of the last checkpoint")
+    assert titles[0].endswith("in rings), answer") and titles[1].endswith(
+        "in rings), answer before fine-tuning"
+    )
+    assert titles[-1].endswith("answer of the last checkpoint: 3 ids")
+
+
 def test_csv_export_reads_back(worked, tmp_path):
     items, results, score = worked
     with open(export_csv(score, results, tmp_path / "items.csv"), newline="", encoding="utf-8") as file:

@@ -38,11 +38,18 @@ def _draw_rings(image: Image.Image, points: Iterable[Point], radius: float) -> I
 
 
 def draw_result(
-    item: DatasetItem, result: ItemResult, *, fraction: float = DIAGONAL_FRACTION, cols: int = 3
+    item: DatasetItem,
+    result: ItemResult,
+    *,
+    fraction: float = DIAGONAL_FRACTION,
+    cols: int = 3,
+    answer: str = "answer",
 ) -> Image.Image:
     """The item with its truth as white rings (the matching distance) and the answer's points as dots.
 
     A video shows the frames the model was given, in a grid, each with its truth and points.
+    ``answer`` names the answer in the title ("answer before fine-tuning"), so two pictures of one item
+    say which is which.
     """
     if result.error is not None:
         raise ValueError(f"{item.key} failed ({result.error}): there is no answer to draw")
@@ -57,7 +64,7 @@ def draw_result(
         return draw_points(
             picture,
             in_pixels_of(predicted, result.size, image.size),
-            label=f"{_printable(item.key)} ({true} true, in rings), answer",
+            label=f"{_printable(item.key)} ({true} true, in rings), {answer}",
         )
     shown = frames_of(item.path, result.plan)  # the frames the model was shown, as the run recorded them
     true_at = group_by_time(load_ground_truth(item.truth).at_plan(result.plan) if item.truth else [])
@@ -66,7 +73,7 @@ def draw_result(
         for frame, t in zip(shown.frames, shown.timestamps, strict=True)
     ]
     grid = frame_grid(replace(shown, frames=np.stack(ringed)), points=predicted, cols=cols)
-    return with_header(grid, f"{_printable(item.key)} ({true} true, in rings), answer: {result.count} ids")
+    return with_header(grid, f"{_printable(item.key)} ({true} true, in rings), {answer}: {result.count} ids")
 
 
 def _printable(key: str) -> str:
