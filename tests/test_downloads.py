@@ -444,10 +444,11 @@ def test_leftover_of_a_killed_download_is_removed(server, tmp_path):
     with log.open("w") as stderr:
         process = subprocess.Popen([sys.executable, "-c", code, url, str(cache)], stderr=stderr)
     try:
-        deadline = time.monotonic() + 60
+        hang_guard = time.monotonic() + 600  # only against a hang: a busy machine may take minutes to import
         while not (server.stalled.is_set() and any(cache.glob(".clip*.part.bin"))):
             assert process.poll() is None, f"the download process ended: {log.read_text()}"
-            assert time.monotonic() < deadline, "the download never started"
+            if time.monotonic() > hang_guard:
+                pytest.fail("the download never started in 10 minutes (a hang, not a speed check)")
             time.sleep(0.05)
     finally:
         process.kill()
