@@ -13,7 +13,9 @@ from molmo_nb_utils.asking import (
     visual_token_count,
 )
 from molmo_nb_utils.dataset import (
+    COIN_DIAMETERS,
     ItemResult,
+    disc_polygon,
     draw_result,
     export_coco,
     export_csv,
@@ -25,6 +27,7 @@ from molmo_nb_utils.dataset import (
     run_dataset,
     score_results,
     score_table,
+    with_coin_masks,
     worked_answer,
     worst_items,
 )
@@ -120,6 +123,7 @@ from molmo_nb_utils.vision_chunks import VISION_CHUNK, chunk_vision
 
 __all__ = [
     "Answer",
+    "COIN_DIAMETERS",
     "DownloadError",
     "INPUT_DIR",
     "ItemResult",
@@ -142,6 +146,7 @@ __all__ = [
     "count_parameters",
     "count_points",
     "count_prompt_tokens",
+    "disc_polygon",
     "distance_threshold",
     "download",
     "draw_masks",
@@ -213,6 +218,7 @@ __all__ = [
     "video_mask_scores",
     "video_prompt_tokens",
     "visual_token_count",
+    "with_coin_masks",
     "worked_answer",
     "worst_items",
     "write_gif",

@@ -24,6 +24,7 @@ Why: after the lessons, the next step is a folder of your own images or videos a
 The lesson is ``08_your_dataset.ipynb``.
 """
 
+from molmo_nb_utils.dataset.coin_masks import COIN_DIAMETERS, disc_polygon, with_coin_masks
 from molmo_nb_utils.dataset.exports import export_coco, export_csv, export_points_csv, safe_cell
 from molmo_nb_utils.dataset.items import DEFAULT_PROMPT, DatasetItem, item_prompt, load_dataset
 from molmo_nb_utils.dataset.pictures import draw_result, plot_counts
@@ -33,12 +34,14 @@ from molmo_nb_utils.dataset.scoring import DatasetScore, ItemScore, score_result
 from molmo_nb_utils.dataset.sharded import merge_shards, run_sharded
 
 __all__ = [
+    "COIN_DIAMETERS",
     "DEFAULT_PROMPT",
     "DatasetItem",
     "DatasetScore",
     "ItemResult",
     "ItemScore",
     "RunSettings",
+    "disc_polygon",
     "draw_result",
     "export_coco",
     "export_csv",
@@ -55,6 +58,7 @@ __all__ = [
     "safe_cell",
     "score_results",
     "score_table",
+    "with_coin_masks",
     "worked_answer",
     "worst_items",
 ]
