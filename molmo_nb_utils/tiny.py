@@ -364,12 +364,19 @@ def build_tiny_molmo2(path: str | Path, *, seed: int = 0, overwrite: bool = Fals
         pad_token_id=config.pad_token_id,
     )
 
+    return _save_built(path, model, processor, MARKER, WEIGHTS_VERSION, seed)
+
+
+def _save_built(path: Path, model, processor, marker: str, version: int, seed: int) -> Path:
+    """Save a freshly built model and processor into ``path`` through ``_move_in`` (whole or not at all),
+    marked as ours so a later build may replace it and nothing else."""
+
     def save(folder: Path) -> None:
         model.save_pretrained(folder)
         processor.save_pretrained(folder)
 
-    info = {"built_by": "molmo_nb_utils.tiny", "weights_version": WEIGHTS_VERSION, "seed": seed}
-    return _move_in(path, save, MARKER, info)
+    info = {"built_by": "molmo_nb_utils.tiny", "weights_version": version, "seed": seed}
+    return _move_in(path, save, marker, info)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,12 +462,7 @@ def build_tiny_sam2(path: str | Path, *, seed: int = 0, overwrite: bool = False)
     model = Sam2VideoModel(_sam_config()).eval()
     processor = _sam_processor()
 
-    def save(folder: Path) -> None:
-        model.save_pretrained(folder)
-        processor.save_pretrained(folder)
-
-    info = {"built_by": "molmo_nb_utils.tiny", "weights_version": SAM_WEIGHTS_VERSION, "seed": seed}
-    return _move_in(path, save, SAM_MARKER, info)
+    return _save_built(path, model, processor, SAM_MARKER, SAM_WEIGHTS_VERSION, seed)
 
 
 # ``load_model("tiny")`` and ``MOLMO_MODEL_ID=tiny`` mean the tiny model in ``tiny_model_dir()``;
