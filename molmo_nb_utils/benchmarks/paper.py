@@ -31,6 +31,7 @@ __all__ = ["PAPER_MODELS", "PAPER_SCORES", "PAPER_SOURCE", "PaperScore", "interv
 PAPER_SOURCE = "Molmo2 report, arXiv 2601.10611 v4, Tables 6 and 7"
 PAPER_MODELS = ("allenai/Molmo2-4B", "allenai/Molmo2-8B", "allenai/Molmo2-O-7B")
 BOOTSTRAP_RESAMPLES = 2000
+RIGHT_OR_WRONG = frozenset({"correct", "close", "valid"})  # per-item 0 or 1: a share, Wilson
 SEED = 0
 
 
@@ -44,7 +45,7 @@ class PaperScore:
 
 
 def _three(values: tuple[float, float, float], note: str = "") -> dict[str, PaperScore]:
-    return {m: PaperScore(v / 100, note=note) for m, v in zip(PAPER_MODELS, values, strict=True)}
+    return {m: PaperScore(round(v / 100, 4), note=note) for m, v in zip(PAPER_MODELS, values, strict=True)}
 
 
 _CORRECTED = "corrected Point-Bench evaluation (v4; earlier versions' figures had an evaluation bug)"
@@ -103,10 +104,14 @@ def interval(score: BenchmarkScore, metric: str) -> tuple[float, float, str]:
     values = np.asarray([o.values[metric] for o in score.items])
     if not len(values):
         return math.nan, math.nan, "-"
-    if set(np.unique(values)) <= {0.0, 1.0}:
+    if metric in RIGHT_OR_WRONG:
         ci = binomtest(int(values.sum()), len(values)).proportion_ci(method="wilson")
         return float(ci.low), float(ci.high), "Wilson"
     return (*_bootstrap([values]), "bootstrap")
+
+
+def _items(n: int) -> str:
+    return f"{n} item" + ("" if n == 1 else "s")
 
 
 def _pct(value: float) -> str:
@@ -131,7 +136,7 @@ def paper_table(scores: Iterable[BenchmarkScore] | Mapping[str, BenchmarkScore])
         ours = _pct(score[metric])
         if not math.isnan(low):
             ours += f" ({low * 100:.1f}-{high * 100:.1f}%, {method})"
-        items = score.of_items() if metric not in score.categories else f"{score.categories[metric]} items"
+        items = score.of_items() if metric not in score.categories else _items(score.categories[metric])
         paper = PAPER_SCORES.get(name, {}).get(metric, {})
         rows.append(
             (name, metric, ours, items, *(_pct(paper[m].value) if m in paper else "-" for m in PAPER_MODELS))
@@ -142,7 +147,9 @@ def paper_table(scores: Iterable[BenchmarkScore] | Mapping[str, BenchmarkScore])
         for r in rows
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append(f"paper: {PAPER_SOURCE} (Molmo2-4B, -8B, -O-7B; greedy, many crops, no style prefix)")
+    lines.append(
+        f"paper: {PAPER_SOURCE} (Molmo2-4B, -8B, -O-7B; greedy, many crops, no style prefix); -: none given"
+    )
     for name in by_name:
         if name in BENCHMARKS:
             spec = BENCHMARKS[name]

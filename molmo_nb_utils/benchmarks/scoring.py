@@ -89,7 +89,8 @@ class BenchmarkScore(Mapping):
         for metric, rule in self.rules.items():
             value = self.scores[metric]
             shown = "-" if math.isnan(value) else f"{value:.1%}"
-            extra = f" ({self.categories[metric]} items)" if metric in self.categories else ""
+            n = self.categories.get(metric)
+            extra = "" if n is None else f" ({n} item{'' if n == 1 else 's'})"
             lines.append(f"  {metric:10} {shown:>6}{extra}  rule: {rule}")
         return "\n".join(lines)
 
