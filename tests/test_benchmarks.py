@@ -198,7 +198,7 @@ def test_the_count_is_the_number_of_points_whatever_total_the_answer_states(copi
     ]
     score = score_benchmark("countbench", items, answers)
     assert dict(score) == {"correct": 1 / 3, "close": 2 / 3, "valid": 1.0, "n": 3}
-    assert [o.predicted_count for o in score.items] == [0, 3, 2]
+    assert [o.predicted_count for o in score.outcomes] == [0, 3, 2]
 
 
 def test_points_repeating_one_id_all_count_as_allenais_extract_points_does(copies, tmp_path):
@@ -265,7 +265,7 @@ def test_point_bench_needs_every_point_in_the_mask_and_at_least_one(copies, tmp_
     ]
     score = score_benchmark("point_bench", items, answers)
     expected = {"affordable": 1.0, "counting": 0.0, "reasoning": 0.0, "spatial": 1.0, "steerable": 1.0}
-    assert dict(score) == {**expected, "average": 0.6, "n": 5}
+    assert score == {**expected, "average": 0.6, "n": 5}  # a mapping, compared as one
 
 
 def test_point_bench_truncates_to_a_pixel_where_pointing_rounds(copies, tmp_path):
@@ -398,6 +398,30 @@ def test_malformed_rows_are_named(copies, tmp_path):
     bad = _rewrite(copies, tmp_path / "2", "pixmo_count", sha)
     with pytest.raises(ValueError, match="row 0: image_sha256 must be 64 hexadecimal digits"):
         load_benchmark("pixmo_count", source=bad, cache_dir=tmp_path / "cache")
+
+
+def test_pixmo_count_without_points_and_masks_of_another_size(copies, tmp_path):
+    def no_points(rows):
+        for row in rows:
+            del row["points"]
+
+    folder = tmp_path / "count"
+    (folder / "data").mkdir(parents=True)
+    table = pq.read_table(copies["pixmo_count"] / "data" / "test-00000-of-00001.parquet").drop_columns(
+        ["points"]
+    )
+    pq.write_table(table, folder / "data" / "test-00000-of-00001.parquet")
+    items = load("pixmo_count", {"pixmo_count": folder}, tmp_path)
+    assert [i.count for i in items] == [0, 1, 3, 4, 6, 8] and all(i.points is None for i in items)
+
+    def wider(rows):  # masks 8 px wider than the picture: cropped to it, as AllenAI reads them
+        for row in rows:
+            row["masks"] = [[line + [False] * 8 for line in mask] for mask in row["masks"]]
+
+    bad = _rewrite(copies, tmp_path / "w", "pixmo_points", wider)
+    with pytest.warns(UserWarning, match="not the size of their image"):
+        items = load_benchmark("pixmo_points", source=bad, cache_dir=tmp_path / "cache")
+    assert items[1].masks[0].size == SIZE and items[1].masks[0].contains(160, 108, SIZE)
 
 
 def test_answers_of_the_wrong_length_or_for_other_items_are_refused(copies, tmp_path):

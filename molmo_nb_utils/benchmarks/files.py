@@ -83,11 +83,11 @@ def sample_rows(total: int, limit: int | None) -> list[int]:
 
 
 def read_parquet_rows(
-    folder: Path, split: str, columns: tuple[str, ...], limit: int | None
+    folder: Path, split: str, columns: tuple[str, ...], limit: int | None, optional: tuple[str, ...] = ()
 ) -> tuple[int, list[tuple[int, dict[str, Any]]]]:
     """(rows in the split, [(row number, row), ...] for the sampled rows), from ``data/{split}-*.parquet``.
 
-    ``masks`` (a list of 2-D boolean lists) comes back as a numpy (n, H, W) array, or the text of what is
+    ``optional`` columns are read where the files have them. ``masks`` (a list of 2-D boolean lists) comes back as a numpy (n, H, W) array, or the text of what is
     wrong with it; every other column as Python values.
     """
     files = sorted(folder.glob(f"data/{split}-*.parquet"))
@@ -101,6 +101,7 @@ def read_parquet_rows(
             f"{', '.join(f.name for f in files)} lacks the column(s) {absent}; it has {table.column_names}. "
             "Is it the right dataset?"
         )
+    columns = (*columns, *(c for c in optional if c in table.column_names))
     rows = sample_rows(table.num_rows, limit)
     picked = table.select(list(columns)).take(pa.array(rows, type=pa.int64()))
     plain = [c for c in columns if c != "masks"]

@@ -87,8 +87,8 @@ def _link(cached: Path, path: Path) -> Path:
     return path
 
 
-def _fetch_one(url: str, sha256: str, cache: Path, dest_stem: Path) -> Path | str:
-    """The row's image file, or why there is none ("gone: ..." or "changed: ...")."""
+def _fetch_one(url: str, sha256: str, cache: Path) -> tuple[Path, str] | str:
+    """(the cached image, its suffix), or why there is none ("gone: ..." or "changed: ...")."""
     try:
         path = download(
             url,
@@ -107,14 +107,13 @@ def _fetch_one(url: str, sha256: str, cache: Path, dest_stem: Path) -> Path | st
         return f"gone: {err}"
     except OSError as err:  # a file:// URL to nothing, a full disk
         return f"gone: {err}"
-    if (
-        local_path(url) is not None and file_sha256(path) != sha256
-    ):  # download() returns local files as they are
+    # download() returns a local file (file://) as it is: check it here
+    if local_path(url) is not None and file_sha256(path) != sha256:
         return "changed: its bytes no longer hash to the row's image_sha256"
     suffix = image_suffix(path)
     if suffix is None:
         return "gone: it is not an image the runner reads (JPEG, PNG, WebP, GIF, BMP, TIFF)"
-    return _link(path, dest_stem.with_suffix(suffix))
+    return path, suffix
 
 
 def fetch_images(
@@ -122,21 +121,24 @@ def fetch_images(
 ) -> dict[int, Path | str]:
     """Row -> its image file in ``folder`` (``<row>.<suffix>``) or why it has none, for (row, url, sha256)s.
 
-    Downloads run ``workers`` at a time under one progress bar; each is cached in ``cache``, so a second
-    load is offline.
+    Each distinct image is downloaded once (rows repeat URLs), ``workers`` at a time under one progress
+    bar, and cached in ``cache``, so a second load is offline.
     """
     wanted = list(wanted)
-    out: dict[int, Path | str] = {}
+    distinct = list(dict.fromkeys((url, sha) for _, url, sha in wanted))
+    fetched: dict[tuple[str, str], tuple[Path, str] | str] = {}
     with (
         ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
-        tqdm(total=len(wanted), desc="images") as bar,
+        tqdm(total=len(distinct), desc="images") as bar,
     ):
-        futures = {
-            row: pool.submit(_fetch_one, url, sha, cache, folder / f"{row:05d}") for row, url, sha in wanted
-        }
-        for row, future in futures.items():
-            out[row] = future.result()
+        futures = {key: pool.submit(_fetch_one, *key, cache) for key in distinct}
+        for key, future in futures.items():
+            fetched[key] = future.result()
             bar.update()
+    out: dict[int, Path | str] = {}
+    for row, url, sha in wanted:
+        got = fetched[(url, sha)]
+        out[row] = got if isinstance(got, str) else _link(got[0], folder / f"{row:05d}{got[1]}")
     return out
 
 

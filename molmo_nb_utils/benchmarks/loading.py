@@ -156,8 +156,8 @@ def _countbench(
     for row, record in rows:
         question = _text(spec, split, row, record, "question")
         count = _whole(spec, split, row, record, "number")
-        image = record.get("image")
-        data = image.get("bytes") if isinstance(image, dict) else None
+        image = record.get("image")  # datasets' Image feature: {bytes, path}; plain bytes are read too
+        data = image.get("bytes") if isinstance(image, dict) else image if isinstance(image, bytes) else None
         suffix = image_suffix(data) if data else None
         if suffix is None:  # AllenAI's CountBench builder skips rows without an image too
             left_out.append((row, "gone: the row holds no readable image"))
@@ -170,15 +170,15 @@ def _countbench(
 def _pixmo_count(
     spec: Benchmark, split: str, folder: Path, out: Path, cache: Path, limit: int | None
 ) -> Built:
-    columns = ("image_url", "image_sha256", "count", "label", "points")
-    total, rows = read_parquet_rows(folder, split, columns, limit)
+    columns = ("image_url", "image_sha256", "count", "label")
+    total, rows = read_parquet_rows(folder, split, columns, limit, optional=("points",))
     truth = {}
     for row, record in rows:
         label = _text(spec, split, row, record, "label")
         truth[row] = (
             label,
             _whole(spec, split, row, record, "count"),
-            _pairs(spec, split, row, record["points"]),
+            _pairs(spec, split, row, record.get("points")),
         )
     files = fetch_images(_url_rows(spec, split, rows), cache, out)
     items, left_out = [], []

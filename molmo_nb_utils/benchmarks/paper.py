@@ -90,7 +90,9 @@ def interval(score: BenchmarkScore, metric: str) -> tuple[float, float, str]:
     """(low, high, method) of the 95% interval of ``score[metric]`` for its number of items; (nan, nan,
     "-") where there are no items. Wilson for a share of right/wrong items, bootstrap otherwise (module doc)."""
     if score.name == "point_bench":
-        groups = [[o.values["pass"] for o in score.items if o.category == c] for c in POINT_BENCH_CATEGORIES]
+        groups = [
+            [o.values["pass"] for o in score.outcomes if o.category == c] for c in POINT_BENCH_CATEGORIES
+        ]
         groups = [
             np.asarray(g)
             for g in (groups if metric == "average" else [groups[POINT_BENCH_CATEGORIES.index(metric)]])
@@ -101,7 +103,7 @@ def interval(score: BenchmarkScore, metric: str) -> tuple[float, float, str]:
         if any(len(g) == 0 for g in groups):
             return math.nan, math.nan, "-"
         return (*_bootstrap(groups), "bootstrap")
-    values = np.asarray([o.values[metric] for o in score.items])
+    values = np.asarray([o.values[metric] for o in score.outcomes])
     if not len(values):
         return math.nan, math.nan, "-"
     if metric in RIGHT_OR_WRONG:

@@ -48,17 +48,17 @@ class ItemOutcome:
     true_count: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared as a mapping: score == {"correct": 0.9, ..., "n": 50}
 class BenchmarkScore(Mapping):
     """AllenAI's metrics of one benchmark (fractions 0..1) and ``n``, the items scored: a mapping, so
     ``score["correct"]`` and ``dict(score)`` work. ``rules`` says how each metric was computed;
-    ``items`` holds each item's outcome; ``sampled``/``total``/``left_out`` where the items came from
+    ``outcomes`` holds each item's; ``sampled``/``total``/``left_out`` where the items came from
     (when they came from ``load_benchmark``)."""
 
     name: str
     scores: Mapping[str, float]  # metric -> value, and "n"
     rules: Mapping[str, str]
-    items: tuple[ItemOutcome, ...] = ()
+    outcomes: tuple[ItemOutcome, ...] = ()  # each item's, in the items' order
     sampled: int | None = None  # items asked for (before those whose image is gone or changed were left out)
     total: int | None = None  # rows in the split
     left_out: int = 0
@@ -220,7 +220,7 @@ def score_benchmark(name: str, items: Sequence[DatasetItem], answers: Sequence[A
         name=name,
         scores=values,
         rules=dict(spec.rules),
-        items=tuple(outcomes),
+        outcomes=tuple(outcomes),
         sampled=getattr(items, "sampled", None),
         total=getattr(items, "total", None),
         left_out=len(getattr(items, "left_out", ())),
