@@ -124,7 +124,7 @@ def test_a_linked_subfolder_is_part_of_a_folder_dataset_and_each_file_is_listed_
 
 def test_a_photo_shown_smaller_is_recorded_scored_and_drawn_in_its_own_pixels(tmp_path, monkeypatch):
     """A photo past MAX_IMAGE_PIXELS (a 200 MP phone JPEG) is shown at a reduced scale; its truth is in full pixels."""
-    monkeypatch.setattr(media, "MAX_IMAGE_PIXELS", 10_000)  # 400x300 loads at 1/4: 100x75
+    monkeypatch.setattr(media.images, "MAX_IMAGE_PIXELS", 10_000)  # 400x300 loads at 1/4: 100x75
     path = tmp_path / "phone.jpg"
     Image.new("RGB", (400, 300), (90, 90, 90)).save(path)
     assert load_image(path).size == (100, 75)
