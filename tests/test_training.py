@@ -11,8 +11,9 @@ import warnings
 import pytest
 import torch
 from peft.utils import load_peft_weights
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
+from conftest import Interrupt
 from molmo_nb_utils import INPUT_DIR, load_image, load_model, parse_points
 from molmo_nb_utils.asking import chat, prepare_inputs, user_message
 from molmo_nb_utils.dataset import load_dataset, run_dataset, score_results
@@ -287,17 +288,6 @@ def test_video_tracks_round_trip_and_train(tiny_model_path, video, tmp_path):
 # Checkpoints, resume, reload
 
 
-class _Interrupt(TrainerCallback):
-    """Ctrl-C after optimizer step ``at``."""
-
-    def __init__(self, at):
-        self.at = at
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at:
-            raise KeyboardInterrupt
-
-
 def test_resume_after_an_interruption_gives_the_same_adapter(
     tiny_model_path, coin_tables, tmp_path, monkeypatch
 ):
@@ -319,7 +309,7 @@ def test_resume_after_an_interruption_gives_the_same_adapter(
 
     model, processor = load_model(tiny_model_path)
     with pytest.raises(KeyboardInterrupt):
-        fine_tune(model, processor, items, tmp_path / "cut", callbacks=[_Interrupt(5)], **settings)
+        fine_tune(model, processor, items, tmp_path / "cut", callbacks=[Interrupt(5)], **settings)
     assert latest_checkpoint(tmp_path / "cut").name == "checkpoint-4"
     assert not (tmp_path / "cut" / "adapter").exists()
     model, processor = load_model(tiny_model_path)

@@ -9,8 +9,8 @@ import warnings
 
 import pytest
 import torch
-from transformers import TrainerCallback
 
+from conftest import Interrupt
 from molmo_nb_utils import INPUT_DIR, load_dataset, load_model
 from molmo_nb_utils.asking import chat, user_message
 from molmo_nb_utils.training import TrainingError, fine_tune, latest_checkpoint, load_adapter
@@ -25,15 +25,6 @@ def tables():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return [item for item in load_dataset(INPUT_DIR / "coin_table.json") if item.points is not None][1:3]
-
-
-class _Interrupt(TrainerCallback):
-    def __init__(self, at):
-        self.at = at
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at:
-            raise KeyboardInterrupt
 
 
 def _files(folder):
@@ -149,7 +140,7 @@ def test_a_removal_killed_half_way_leaves_no_checkpoint_without_weights(
             tables,
             cut,
             save_total_limit=3,
-            callbacks=[_Interrupt(3)],
+            callbacks=[Interrupt(3)],
             **{**QUICK, "max_steps": 4},
         )
     (cut / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors").unlink()
@@ -198,7 +189,7 @@ def test_a_training_does_not_resume_on_other_weights_in_the_same_folder(tiny_mod
     run = tmp_path / "run"
     model, processor = load_model(base_dir)
     with pytest.raises(KeyboardInterrupt):
-        fine_tune(model, processor, tables, run, callbacks=[_Interrupt(2)], **{**QUICK, "max_steps": 3})
+        fine_tune(model, processor, tables, run, callbacks=[Interrupt(2)], **{**QUICK, "max_steps": 3})
     _changed(load_model(base_dir)[0]).save_pretrained(base_dir)  # other weights, same folder
     model, processor = load_model(base_dir)
     with pytest.raises(TrainingError, match=r"another base model.*fingerprint.*Resuming.*another folder"):
