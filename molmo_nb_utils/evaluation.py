@@ -41,7 +41,7 @@ import trackeval
 from scipy.optimize import linear_sum_assignment
 
 from molmo_nb_utils.grounding import Point, group_by_time, snap_times, time_to_frame
-from molmo_nb_utils.masks import Mask, inside, mask_from_coco
+from molmo_nb_utils.masks.geometry import Mask, inside, mask_from_coco
 from molmo_nb_utils.media import FramePlan
 
 # Pointing threshold as a fraction of the image diagonal. Our choice, not the paper's: Molmo2's
