@@ -27,7 +27,6 @@ from molmo_nb_utils.benchmarks import (
 from molmo_nb_utils.dataset import (
     COIN_DIAMETERS,
     ItemResult,
-    disc_polygon,
     draw_result,
     export_coco,
     export_csv,
@@ -39,11 +38,11 @@ from molmo_nb_utils.dataset import (
     run_dataset,
     score_results,
     score_table,
+    true_masks,
     with_coin_masks,
     worked_answer,
     worst_items,
 )
-from molmo_nb_utils.detections import to_detections
 from molmo_nb_utils.downloads import DownloadError, download, fetch_asset
 from molmo_nb_utils.drawing import (
     draw_masks,
@@ -80,13 +79,18 @@ from molmo_nb_utils.loading import (
     load_processor,
     model_id,
 )
-from molmo_nb_utils.mask_exports import save_coco, to_coco
-from molmo_nb_utils.mask_scores import (
+from molmo_nb_utils.masks import (
+    disc_polygon,
+    load_segmenter,
+    mask_from_coco,
     mask_scores,
-    true_masks,
+    save_coco,
+    segment,
+    segmenter_id,
+    to_coco,
+    to_detections,
     video_mask_scores,
 )
-from molmo_nb_utils.masks import mask_from_coco
 from molmo_nb_utils.media import (
     VideoFrames,
     VideoInfo,
@@ -97,6 +101,7 @@ from molmo_nb_utils.media import (
 )
 from molmo_nb_utils.memory import (
     KNOWN_CONFIGS,
+    SAM2_SIZES,
     T4_GIB,
     T4_MEMORY_BYTES,
     count_parameters,
@@ -105,6 +110,7 @@ from molmo_nb_utils.memory import (
     estimate_training_memory,
     gpu_budget_gb,
     next_setting_advice,
+    segmenter_memory,
     suggest_settings,
     video_prompt_tokens,
 )
@@ -115,13 +121,6 @@ from molmo_nb_utils.paths import (
     output_path,
 )
 from molmo_nb_utils.playground import Playground
-from molmo_nb_utils.segmentation import (
-    SAM2_SIZES,
-    load_segmenter,
-    segment,
-    segmenter_id,
-    segmenter_memory,
-)
 from molmo_nb_utils.training import (
     TrainingError,
     encode_example,
