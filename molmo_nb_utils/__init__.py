@@ -68,6 +68,7 @@ from molmo_nb_utils.loading import (
     load_processor,
     model_id,
 )
+from molmo_nb_utils.long_video import LongVideoAnswer, plan_windows, plot_windows, stitch_windows, track_video
 from molmo_nb_utils.mask_exports import save_coco, to_coco
 from molmo_nb_utils.mask_scores import (
     mask_scores,
@@ -128,6 +129,7 @@ __all__ = [
     "INPUT_DIR",
     "ItemResult",
     "KNOWN_CONFIGS",
+    "LongVideoAnswer",
     "ModelLoadError",
     "OutOfMemoryAdvice",
     "Playground",
@@ -187,10 +189,12 @@ __all__ = [
     "output_path",
     "parse_points",
     "parse_tracks",
+    "plan_windows",
     "planned_frames",
     "plot_counts",
     "plot_timeline",
     "plot_trajectories",
+    "plot_windows",
     "prepare_inputs",
     "render_masks_video",
     "render_tracks_video",
@@ -208,9 +212,11 @@ __all__ = [
     "show_video",
     "snap_times",
     "split_items",
+    "stitch_windows",
     "suggest_settings",
     "to_coco",
     "to_detections",
+    "track_video",
     "training_examples",
     "true_masks",
     "user_message",
