@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from molmo_nb_utils import Answer, Point, format_points, load_ground_truth, sample_frames
+from molmo_nb_utils import Answer, Point, format_points, load_ground_truth, load_segmenter, sample_frames
 from molmo_nb_utils.evaluation import GroundTruth, score_points
 from molmo_nb_utils.long_video import (
     GATE_FRACTION,
@@ -457,3 +457,10 @@ def test_track_video_on_the_tiny_model(tiny_model, tmp_path):
     assert answer.plan.indices == plan_frames(VIDEO, 10**9, 8).indices
     assert answer.count == len({p.id for p in answer.tracks()})
     assert answer.window_plan.estimate_gb is not None  # the memory planner read the model's config
+
+
+def test_with_sam2_masks_decide_the_joins_and_the_answer_says_so(tmp_path):
+    sam, sam_processor = load_segmenter("tiny")  # its masks are noise: this checks the plumbing
+    answer = run(tmp_path, WorkedAnswers(), segmenter=(sam, sam_processor))
+    assert [b.rule for b in answer.stitched.borders] == ["mask IoU"] * 3
+    assert "by mask IoU" in str(answer)

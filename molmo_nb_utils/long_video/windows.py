@@ -167,6 +167,8 @@ def plan_windows(
     reason = (
         f"{why}, {overlap_steps / fps:g} s of overlap, {frames} frames a window at {fps:g} fps{budget_note}."
     )
+    if len(windows) == 1:
+        reason = f"The whole {duration:g} s fit one answer: {frames} frames at {fps:g} fps{budget_note}."
     return WindowPlan(
         duration=duration,
         fps=fps,
