@@ -404,6 +404,7 @@ def test_track_video_joins_worked_answers_into_the_true_tracks(tmp_path):
     assert "3 objects" in str(answer) and "border 1" in str(answer)
     assert answer.window_answer(1).video.plan.times[0] == 0.0
     plot_windows(answer.window_plan, answer.tracks())
+    plot_windows(answer.window_plan, answer.window_tracks())
 
 
 def test_a_finished_run_asks_nothing_again_and_other_settings_are_not_mixed_in(tmp_path):
