@@ -70,15 +70,20 @@ class Border:
     unpaired: tuple[tuple[int, ...], tuple[int, ...]]  # ids seen in the overlap that found no partner
 
     def __str__(self) -> str:
-        what = "px apart" if self.rule == POINT_RULE else "IoU"
-        pairs = ", ".join(f"{a}->{b} ({c:.2f} {what})" if self.rule == MASK_RULE else f"{a}->{b} ({c:.1f} {what})"
-                          for a, b, c in self.pairs)  # fmt: skip
+        unit = "IoU" if self.rule == MASK_RULE else "px apart"
+        pairs = ", ".join(
+            f"{a}->{b} ({c:.2f} {unit})" if self.rule == MASK_RULE else f"{a}->{b} ({c:.1f} {unit})"
+            for a, b, c in self.pairs
+        )
         left, right = self.unpaired
         extra = f"; unpaired: {list(left)} before, {list(right)} after" if left or right else ""
-        return (
-            f"border {self.index + 1} ({self.start:g}-{self.end:g} s), by {self.rule}: "
-            f"{len(self.pairs)} pair{'s' if len(self.pairs) != 1 else ''} {pairs}{extra}"
+        found = (
+            f"{len(self.pairs)} pair{'s' if len(self.pairs) != 1 else ''}: {pairs}"
+            if self.pairs
+            else "no pairs"
         )
+        when = f"{self.start:g}-{self.end:g} s" if self.start <= self.end else "no shared time"
+        return f"border {self.index + 1} ({when}), by {self.rule}: {found}{extra}"
 
 
 @dataclass(frozen=True)
