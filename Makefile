@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg --nbval-cell-timeout 900
 
-.PHONY: setup dev lab test tiny run-all gpu-check lint readme clean
+.PHONY: setup dev lab test tiny serve run-all gpu-check lint readme clean
 
 # What a reader needs (requirements.txt, the package); `dev` adds the tests and tools.
 setup: $(VENV)/.installed
@@ -39,6 +39,18 @@ lab: setup $(MODEL_DEPS)
 # model's tensors are too small for threads to pay, and several threaded workers would fight for the cores.
 test: dev
 	OMP_NUM_THREADS=1 $(PY) -m pytest tests notebooks -n auto --dist loadscope $(NBVAL)
+
+# `make serve` prints the plain `transformers serve ...` line for MOLMO_MODEL_ID (tiny too) and runs it, on
+# 127.0.0.1 unless HOST says otherwise. PRECISION: auto (as load_model picks it), float32, bfloat16, float16, 8bit,
+# 4bit; CONTINUOUS_BATCHING=1; VIDEO_FIX=1 lets Molmo2 be asked about videos (molmo_nb_utils/serving/molmo2_video.py).
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PRECISION ?= auto
+CONTINUOUS_BATCHING ?= 0
+VIDEO_FIX ?= 0
+serve: setup $(MODEL_DEPS)
+	$(PY) -m molmo_nb_utils.serving --model "$(MOLMO_MODEL_ID)" --host $(HOST) --port $(PORT) --precision $(PRECISION) \
+		$(if $(filter 1,$(CONTINUOUS_BATCHING)),--continuous-batching) $(if $(filter 1,$(VIDEO_FIX)),--video-fix)
 
 tiny: setup
 	$(PY) -m molmo_nb_utils.tiny downloaded_data/tiny-molmo2

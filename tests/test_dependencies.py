@@ -110,10 +110,13 @@ def test_colab_installs_only_what_colab_lacks_and_we_list():
     assert extras["06_fit_your_gpu.ipynb"] == {"bitsandbytes"}
     assert "peft" in extras["09_fine_tune.ipynb"]
     assert extras["10_points_to_masks.ipynb"] == {"supervision"}
+    # 13: the openai client, and transformers[serving] (FastAPI, Uvicorn) for transformers serve
+    assert extras["13_serving.ipynb"] == {"openai", "transformers"}
     assert {n for n, x in extras.items() if x} == {
         "06_fit_your_gpu.ipynb",
         "09_fine_tune.ipynb",
         "10_points_to_masks.ipynb",
+        "13_serving.ipynb",
     }
     reader = _requirements("requirements.txt")
     assert common | set().union(*extras.values()) <= reader
