@@ -25,7 +25,7 @@ import pytest
 from PIL import Image
 
 from molmo_nb_utils import INPUT_DIR, load_image, load_model, sample_frames
-from molmo_nb_utils.asking import chat, user_message
+from molmo_nb_utils.asking import Answer, chat, user_message
 from molmo_nb_utils.dataset import load_dataset
 from molmo_nb_utils.paths import REPO_ROOT
 from molmo_nb_utils.serving import (
@@ -37,6 +37,8 @@ from molmo_nb_utils.serving import (
     server_chat,
     start_server,
 )
+from molmo_nb_utils.serving.client import Reply
+from molmo_nb_utils.serving.parity import _note
 from molmo_nb_utils.training import fine_tune, load_adapter
 
 PROMPT = "Point to the coins."
@@ -291,3 +293,21 @@ def test_make_serve_prints_the_plain_line_and_serves(tiny_model_path):
         except subprocess.TimeoutExpired:
             os.killpg(make.pid, signal.SIGKILL)
             make.wait()
+
+
+def test_each_difference_gets_its_explanation():
+    """The notes of compare_server's rows, on answers written by hand: no server needed."""
+    special = ["<|im_end|>", "<|endoftext|>"]
+
+    def note(local: str, raw: str, tokens=(10, 10)) -> str:
+        served = Answer(raw.strip(), prompt_tokens=tokens[1])
+        return _note(
+            Answer(local, prompt_tokens=tokens[0]), Reply(served, raw, tokens[1]), special, "float32"
+        )
+
+    assert note("A coin.", "A coin.") == ""
+    assert "surrounding whitespace" in note("A coin.", " A coin.")
+    assert "12-token prompt, 10 here" in note("A coin.", "Two coins.", tokens=(10, 12))
+    assert "special tokens" in note("A coin.", "A<|im_end|> coin.")
+    precision = note("A coin.", "A cat.")
+    assert "character 3" in precision and "float32" in precision
