@@ -71,8 +71,8 @@ def main() -> int:
                 )
     print(f"\n{args.requests} image questions, {args.max_new_tokens} new tokens each, answers per second:")
     for batching, (alone, together) in results.items():
-        name = "continuous batching" if batching else "plain            "
-        print(f"  {name}: one at a time {alone:.2f}, {args.requests} at once {together:.2f}, "
+        name = "continuous batching" if batching else "plain"
+        print(f"  {name:<19}: one at a time {alone:.2f}, {args.requests} at once {together:.2f}, "
               f"ratio {together / alone:.2f}")  # fmt: skip
     print(f"  concurrent, batching on / off: {results[True][1] / results[False][1]:.2f}")
     return 0

@@ -19,7 +19,9 @@ How ``transformers serve`` (5.25) builds a request, and what ``server_chat`` sen
   sends ``max_tokens`` (``chat``'s ``max_new_tokens``, 256 by default) and greedy decoding (``do_sample=False``)
   with any other ``generate`` argument in ``generation_config``.
 * **Text.** The server decodes without special tokens, as ``chat`` does, but does not strip: its text often
-  starts with a space. ``server_chat`` strips it, as ``chat`` strips.
+  starts with a space. ``server_chat`` strips it, as ``chat`` strips. A streamed answer is decoded token by token
+  (tokenizers' ``DecodeStream``): the same text for any answer that is valid UTF-8, which a trained model writes;
+  bytes that never form a character (a random test model writes such) are dropped there, where ``chat`` shows ``�``.
 """
 
 from __future__ import annotations
