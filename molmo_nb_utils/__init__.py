@@ -122,6 +122,14 @@ from molmo_nb_utils.paths import (
     output_path,
 )
 from molmo_nb_utils.playground import Playground
+from molmo_nb_utils.serving import (
+    ServerError,
+    compare_server,
+    free_port,
+    save_merged,
+    server_chat,
+    start_server,
+)
 from molmo_nb_utils.training import (
     TrainingError,
     encode_example,
@@ -151,6 +159,7 @@ __all__ = [
     "Point",
     "REPO_ROOT",
     "SAM2_SIZES",
+    "ServerError",
     "T4_GIB",
     "T4_MEMORY_BYTES",
     "TrainingError",
@@ -161,6 +170,7 @@ __all__ = [
     "benchmark_sources",
     "chat",
     "chunk_vision",
+    "compare_server",
     "count_parameters",
     "count_points",
     "count_prompt_tokens",
@@ -183,6 +193,7 @@ __all__ = [
     "fine_tune",
     "format_points",
     "frame_grid",
+    "free_port",
     "gpu_budget_gb",
     "group_by_id",
     "group_by_image",
@@ -222,6 +233,7 @@ __all__ = [
     "run_dataset",
     "sample_frames",
     "save_coco",
+    "save_merged",
     "save_points",
     "score_benchmark",
     "score_points",
@@ -230,9 +242,11 @@ __all__ = [
     "segment",
     "segmenter_id",
     "segmenter_memory",
+    "server_chat",
     "show_video",
     "snap_times",
     "split_items",
+    "start_server",
     "stitch_windows",
     "suggest_settings",
     "to_coco",
