@@ -68,6 +68,9 @@ from molmo_nb_utils.loading import (
     model_id,
 )
 from molmo_nb_utils.masks import (
+    PictureMasks,
+    Segmentation,
+    SegmenterLoadError,
     disc_polygon,
     load_segmenter,
     mask_from_coco,
@@ -129,10 +132,13 @@ __all__ = [
     "KNOWN_CONFIGS",
     "ModelLoadError",
     "OutOfMemoryAdvice",
+    "PictureMasks",
     "Playground",
     "Point",
     "REPO_ROOT",
     "SAM2_SIZES",
+    "Segmentation",
+    "SegmenterLoadError",
     "T4_GIB",
     "T4_MEMORY_BYTES",
     "TrainingError",
