@@ -45,6 +45,7 @@ from molmo_nb_utils.dataset import (
 )
 from molmo_nb_utils.downloads import DownloadError, download, fetch_asset
 from molmo_nb_utils.drawing import (
+    color_for,
     draw_masks,
     draw_masks_on_images,
     draw_points,
@@ -81,6 +82,7 @@ from molmo_nb_utils.loading import (
 )
 from molmo_nb_utils.long_video import LongVideoAnswer, plan_windows, plot_windows, stitch_windows, track_video
 from molmo_nb_utils.masks import (
+    GrabCut,
     PictureMasks,
     Segmentation,
     SegmenterLoadError,
@@ -88,6 +90,7 @@ from molmo_nb_utils.masks import (
     load_segmenter,
     mask_from_coco,
     mask_scores,
+    sam2_id,
     save_coco,
     segment,
     segmenter_id,
@@ -151,6 +154,7 @@ __all__ = [
     "BenchmarkScore",
     "COIN_DIAMETERS",
     "DownloadError",
+    "GrabCut",
     "INPUT_DIR",
     "ItemResult",
     "KNOWN_CONFIGS",
@@ -176,6 +180,7 @@ __all__ = [
     "benchmark_sources",
     "chat",
     "chunk_vision",
+    "color_for",
     "compare_server",
     "count_parameters",
     "count_points",
@@ -237,6 +242,7 @@ __all__ = [
     "render_tracks_video",
     "results_from_answers",
     "run_dataset",
+    "sam2_id",
     "sample_frames",
     "save_coco",
     "save_merged",

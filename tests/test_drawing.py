@@ -22,6 +22,7 @@ from molmo_nb_utils.drawing import (
     draw_points_on_images,
     draw_tracks,
     frame_grid,
+    masked_frames,
     plot_timeline,
     plot_trajectories,
     render_masks_video,
@@ -32,7 +33,7 @@ from molmo_nb_utils.drawing import (
 )
 from molmo_nb_utils.drawing import points as drawing_points
 from molmo_nb_utils.drawing import video as drawing_video
-from molmo_nb_utils.drawing.masks import MASK_ALPHA
+from molmo_nb_utils.drawing.masks import MASK_ALPHA, mask_title
 from molmo_nb_utils.grounding import Point
 from molmo_nb_utils.masks import mask_box
 from molmo_nb_utils.media import sample_frames
@@ -529,6 +530,42 @@ def test_draw_masks_on_images_puts_each_set_on_its_own_image():
     assert out.width <= drawing.DISPLAY_WIDTH
     with pytest.raises(ValueError, match="one set per image"):
         draw_masks_on_images(images, sets[:1])
+
+
+def test_mask_titles_say_how_many_clicks_and_which_masks_are_empty_issue_31():
+    """Three clicks and one blob read "3 clicks, 1 non-empty mask of 3", not "coins: 1 mask"."""
+    assert mask_title("coins", 3, 1, clicks=3) == "coins: 3 clicks, 1 non-empty mask of 3"
+    assert mask_title("coins", 3, 3, clicks=3) == "coins: 3 clicks, 3 masks"
+    assert mask_title(None, 2, 0, clicks=2) == "2 clicks, all 2 masks empty"
+    assert mask_title("Image 2", 0, 0, clicks=0) == "Image 2: no clicks"
+    assert mask_title("Point to the coins.", 1, 1, clicks=1) == "Point to the coins. (1 click, 1 mask)"
+    assert mask_title("coins", 3, 2) == "coins: 2 non-empty masks of 3"
+
+
+def test_mask_pictures_draw_the_clicks_issue_31():
+    """Each click is a numbered dot in its id's colour at the pixel clicked, on one picture, on several
+    (by Point.image) and on the frames shown (by time)."""
+    masks = np.stack([square_mask(200, 150, 20, 60, 80, 120), np.zeros((150, 200), bool)])
+    clicks = [Point(3, 50, 90, image=1), Point(5, 150, 30, image=1)]
+    out = draw_masks(solid(200, 150), masks, ids=[3, 5], clicks=clicks, label="coins")
+    header = out.height - 150
+    assert pixel(out, 50, header + 90) == color_for(3) and pixel(out, 150, header + 30) == color_for(5)
+    plain = draw_masks(solid(200, 150), masks, ids=[3, 5], label="coins")
+    assert pixel(plain, 150, header + 30) == GRAY  # no click, no dot: the empty mask shows nothing
+    strip = draw_masks_on_images(
+        [solid(200, 150), solid(200, 150)],
+        [masks, masks[:1]],
+        clicks=clicks[:1] + [Point(7, 150, 30, image=2)],
+    )
+    top = strip.height - 150  # both panels are drawn at full size: 408 px fit the strip
+    assert pixel(strip, 50, top + 90) == color_for(3) and pixel(strip, 208 + 150, top + 30) == color_for(7)
+    with pytest.raises(ValueError, match="one title per image"):
+        draw_masks_on_images([solid(20, 20)], [masks[:0, :20, :20]], titles=["a", "b"])
+    seen = sample_frames(INPUT_DIR / "moving_objects.mp4", fps=1)
+    width, height = seen.size
+    empty = [np.zeros((0, height, width), bool)] * len(seen.timestamps)
+    painted = masked_frames(seen, empty, clicks=[Point(2, 100, 100, time=seen.timestamps[1])])
+    assert tuple(painted[1][100, 100]) == color_for(2) and tuple(painted[0][100, 100]) != color_for(2)
 
 
 def test_render_masks_video_is_upright_h264_of_the_frames_shown(tmp_path):

@@ -12,7 +12,7 @@ from molmo_nb_utils.paths import REPO_ROOT
 FOR_READERS = {"Answer", "DownloadError", "ItemResult", "LongVideoAnswer", "ModelLoadError", "OutOfMemoryAdvice",
                "VideoFrames", "VideoInfo", "chunk_vision", "download", "load_results", "TrainingError",
                "BenchmarkItems", "BenchmarkScore", "make_sample_benchmarks", "ServerError", "PictureMasks",
-               "Segmentation", "SegmenterLoadError"}  # fmt: skip
+               "Segmentation", "SegmenterLoadError", "GrabCut"}  # fmt: skip
 
 
 def _notebook_imports() -> dict[str, set[str]]:

@@ -33,6 +33,7 @@ from molmo_nb_utils.masks import (
     mask_scores,
     prompt_frames,
     sam2,
+    sam2_id,
     save_coco,
     segment,
     segmenter_id,
@@ -42,7 +43,7 @@ from molmo_nb_utils.masks import (
     video_mask_scores,
 )
 from molmo_nb_utils.media import FramePlan, frames_of, sample_frames, video_info
-from molmo_nb_utils.memory import segmenter_memory
+from molmo_nb_utils.memory import SAM2_SIZES, segmenter_memory
 from molmo_nb_utils.paths import INPUT_DIR
 from molmo_nb_utils.tiny import TINY_SAM_IMAGE_SIZE, build_tiny_sam2
 
@@ -218,12 +219,15 @@ def test_segment_says_how_to_wrap_points_of_your_own_issue_31(sam):
 
 def test_the_segmenter_comes_from_one_place(monkeypatch, tmp_path):
     monkeypatch.setenv("MOLMO_SEGMENTER_ID", "some/sam")
-    assert segmenter_id() == "some/sam"
+    assert segmenter_id() == sam2_id() == "some/sam"
     monkeypatch.delenv("MOLMO_SEGMENTER_ID")
     monkeypatch.setenv("MOLMO_MODEL_ID", "tiny")
-    assert segmenter_id() == "tiny"  # the tiny Molmo2 goes with the tiny SAM 2: offline stays offline
+    # the tiny Molmo2 goes with GrabCut (offline, and masks that mean something); its SAM 2 is the tiny one
+    assert segmenter_id() == "grabcut" and sam2_id() == "tiny"
     monkeypatch.setenv("MOLMO_MODEL_ID", "allenai/Molmo2-4B")
-    assert segmenter_id() == sam2.DEFAULT_SEGMENTER_ID == "facebook/sam2.1-hiera-small"
+    assert segmenter_id() == sam2_id() == sam2.DEFAULT_SEGMENTER_ID == "facebook/sam2.1-hiera-small"
+    monkeypatch.setenv("MOLMO_SEGMENTER_ID", "grabcut")  # GrabCut chosen: SAM 2 beside it is the default
+    assert segmenter_id() == "grabcut" and sam2_id() == "facebook/sam2.1-hiera-small"
 
 
 def test_load_segmenter_tiny_builds_it_offline(monkeypatch, tmp_path):
@@ -256,7 +260,7 @@ def test_molmo2_given_as_the_segmenter_is_named_issue_30(tiny_model_path):
 
 
 def test_memory_estimates_grow_with_the_size():
-    sizes = [segmenter_memory(s) for s in ("tiny", "small", "base-plus", "large")]
+    sizes = [segmenter_memory(s) for s in ("hiera-tiny", "hiera-small", "hiera-base-plus", "hiera-large")]
     assert [round(m.parameters / 1e5) for m in sizes] == [
         390,
         461,
@@ -264,10 +268,21 @@ def test_memory_estimates_grow_with_the_size():
         2244,
     ]  # the README's 38.9M ... 224.4M
     assert all(a.total_gb < b.total_gb for a, b in zip(sizes, sizes[1:], strict=False))
-    long = segmenter_memory("small", frames=100, objects=4)
+    long = segmenter_memory("hiera-small", frames=100, objects=4)
     assert long.memory_bank_gb > sizes[1].memory_bank_gb and "estimate" in str(long)
     with pytest.raises(ValueError, match="use one of"):
         segmenter_memory("huge")
+
+
+def test_sizes_go_by_their_released_names_issue_31():
+    """hiera-tiny is a released SAM 2.1, never "tiny" (the word for the random test SAM 2); the Hub id and
+    the short names of earlier versions still work."""
+    assert list(SAM2_SIZES) == ["hiera-tiny", "hiera-small", "hiera-base-plus", "hiera-large"]
+    assert all(spec.hub_id == f"facebook/sam2.1-{name}" for name, spec in SAM2_SIZES.items())
+    assert segmenter_memory().size == "hiera-small"
+    for same in ("small", "facebook/sam2.1-hiera-small", "sam2.1-hiera-small"):
+        assert segmenter_memory(same) == segmenter_memory("hiera-small")
+    assert "hiera-tiny" in str(segmenter_memory("tiny"))
 
 
 # --- scores ------------------------------------------------------------------------------------

@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from molmo_nb_utils.asking import VIDEO_SUFFIXES
 from molmo_nb_utils.dataset.coco import coco_entries, is_coco
 from molmo_nb_utils.evaluation import load_ground_truth
 from molmo_nb_utils.grounding import Point
-from molmo_nb_utils.masks.geometry import Mask, check_mask_sizes, masks_of_points
+from molmo_nb_utils.masks.geometry import Mask, PictureMasks, check_mask_sizes, masks_of_points
 from molmo_nb_utils.media import image_size
 from molmo_nb_utils.paths import file_sha256
 
@@ -52,6 +54,19 @@ class DatasetItem:
     points: tuple[Point, ...] | None = None  # true points of an image (on image 1), in pixels
     truth: Path | None = None  # a video's ground-truth file (see evaluation.load_ground_truth)
     masks: tuple[Mask, ...] | None = None  # points' object masks, one per point (masks.py); None: points only
+
+    def picture_masks(self, size: tuple[int, int]) -> PictureMasks | None:
+        """The true masks of an image's points as one ``PictureMasks`` of ``size`` = (width, height), ids
+        the points' ids: what ``mask_scores`` compares a segmenter's masks with. None without masks."""
+        if self.masks is None or self.points is None:
+            return None
+        width, height = int(size[0]), int(size[1])
+        decoded = [m.decode((width, height)) for m in self.masks]
+        return PictureMasks(
+            np.stack(decoded) if decoded else np.zeros((0, height, width), bool),
+            tuple(p.id for p in self.points),
+            tuple(1.0 for _ in self.points),
+        )
 
 
 def item_prompt(item: DatasetItem, prompt: str | None = None) -> str:

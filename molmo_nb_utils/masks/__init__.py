@@ -9,8 +9,9 @@ each fact in one place, the arrows pointing down to ``geometry``:
   the in-mask test (``inside``), masks drawn on a resized or sideways copy (``fit_mask``), and the
   sample coins' disc rule (``disc_mask``, ``disc_polygon``: the same pixels);
 * ``segmenting``: Molmo2's side of segmenting (``segment``, ``Segmentation``, ``prompt_frames``,
-  ``load_segmenter``, ``segmenter_id``); ``backend`` is what it asks of a kind of segmenter, and
-  ``sam2`` is SAM 2 (transformers' ``Sam2VideoModel``), the one kind so far;
+  ``load_segmenter``, ``segmenter_id``, ``sam2_id``); ``backend`` is what it asks of a kind of
+  segmenter, ``sam2`` is SAM 2 (transformers' ``Sam2VideoModel``) and ``grabcut`` OpenCV's GrabCut
+  seeded by each point (``GrabCut``: no weights, the offline default);
 * ``scores``: mask IoU on a picture (``mask_scores``) and J&F on a video (``video_mask_scores``,
   TrackEval's DAVIS code);
 * ``exports``: COCO instance segmentation (``to_coco``, ``save_coco``; frames named as the point export
@@ -38,17 +39,20 @@ from molmo_nb_utils.masks.geometry import (
     mask_from_coco,
     masks_of_points,
 )
+from molmo_nb_utils.masks.grabcut import GrabCut
 from molmo_nb_utils.masks.scores import MaskScore, VideoMaskScore, mask_iou, mask_scores, video_mask_scores
 from molmo_nb_utils.masks.segmenting import (
     Segmentation,
     load_segmenter,
     prompt_frames,
+    sam2_id,
     segment,
     segmenter_id,
 )
 
 __all__ = [
     "Backend",
+    "GrabCut",
     "Mask",
     "MaskScore",
     "PictureMasks",
@@ -70,6 +74,7 @@ __all__ = [
     "mask_scores",
     "masks_of_points",
     "prompt_frames",
+    "sam2_id",
     "save_coco",
     "segment",
     "segmenter_id",

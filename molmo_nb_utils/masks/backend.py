@@ -1,4 +1,4 @@
-"""What ``segment`` asks of a segmenter: the one interface each kind of segmenter (SAM 2 today) fills in.
+"""What ``segment`` asks of a segmenter: the one interface each kind of segmenter (SAM 2, GrabCut) fills in.
 
 Why: Molmo2's side of segmenting (which point prompts which picture and frame, masks at the size the
 picture is shown, nothing before an object's first prompt) is the same whatever turns a click into a
@@ -35,7 +35,9 @@ class Backend:
     ``on_picture(model, processor, rgb, clicks)``: one mask per click on an (H, W, 3) uint8 picture, in
     the order of the clicks. ``on_video(model, processor, frames, prompts, ids, progress)``: ``frames``
     (N, H, W, 3) uint8, ``prompts`` the clicks by frame index (ascending); the masks of ``ids`` on every
-    frame from the first prompted one to the last frame.
+    frame from the first prompted one to the last frame. ``follows``: whether it follows an object over
+    frames itself (SAM 2: prompted where an id first appears and where it comes back, ``prompt_frames``)
+    or is prompted on every frame that has a point of an id (GrabCut: Molmo2's track does the following).
     """
 
     name: str
@@ -46,3 +48,4 @@ class Backend:
     on_video: Callable[
         [Any, Any, np.ndarray, dict[int, list[Click]], Sequence[int], bool], list[PictureMasks]
     ]
+    follows: bool = True

@@ -24,9 +24,10 @@ from molmo_nb_utils.masks.backend import SEGMENTER_ENV, Backend, Click, Segmente
 from molmo_nb_utils.masks.geometry import PictureMasks
 from molmo_nb_utils.tiny import TINY_NAME, TinyModelError, build_tiny_sam2, tiny_segmenter_dir
 
-# SAM 2.1 small: 46.1M parameters against tiny's 39.0M (184 MB against 156 MB in float32), a negligible
-# difference beside Molmo2-4B's 4.85 billion, for the better masks of a deeper image encoder (11 blocks
-# in its third Hiera stage against 7). base-plus and large cost 2 and 5 times more for a few points more.
+# SAM 2.1 hiera-small: 46.1M parameters against hiera-tiny's 39.0M (184 MB against 156 MB in float32), a
+# negligible difference beside Molmo2-4B's 4.85 billion, for the better masks of a deeper image encoder (11
+# blocks in its third Hiera stage against 7). hiera-base-plus and hiera-large cost 2 and 5 times more for a
+# few points more.
 DEFAULT_SEGMENTER_ID = "facebook/sam2.1-hiera-small"
 SAM2_TYPES = ("sam2_video", "sam2")  # config.json's model_type of SAM 2 checkpoints (video and image)
 SOURCE = ModelSource(

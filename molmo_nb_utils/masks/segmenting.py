@@ -5,14 +5,15 @@ click into a mask, and on a video follows that mask over the frames. ``segment``
 which knows the pictures and frames Molmo2 saw, so every point reaches the segmenter on the very
 picture (and frame) it was given on, and the masks come back at the size that picture is shown, upright::
 
-    sam, sam_processor = load_segmenter()              # $MOLMO_SEGMENTER_ID, or SAM 2.1 small
+    sam, sam_processor = load_segmenter()              # $MOLMO_SEGMENTER_ID, or SAM 2.1 small (GrabCut offline)
     masks = segment(sam, sam_processor, answer)        # one PictureMasks per image or frame shown
     masks[0].boxes()                                   # (N, 4) x0, y0, x1, y1 around each mask
 
 This module is Molmo2's side (which point prompts which picture and frame; nothing before an object's
-first prompt); the segmenter's side is a ``backend.Backend`` (``sam2.SAM2``). The segmenter comes from
-one place, ``$MOLMO_SEGMENTER_ID``; when Molmo2 itself is the tiny test model it is the tiny SAM 2, so an
-offline run stays offline.
+first prompt); the segmenter's side is a ``backend.Backend``: ``sam2.SAM2``, or ``grabcut.GRABCUT``, a
+classical segmenter with no weights. The segmenter comes from one place, ``$MOLMO_SEGMENTER_ID``; when
+Molmo2 itself is the tiny test model it is GrabCut, so an offline run stays offline and its masks mean
+something (the tiny random SAM 2, ``tiny``, is for testing SAM 2's plumbing: its masks are noise).
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ from molmo_nb_utils.grounding import Point, nearest_index
 from molmo_nb_utils.loading import model_id
 from molmo_nb_utils.masks.backend import SEGMENTER_ENV, Backend, SegmenterLoadError
 from molmo_nb_utils.masks.geometry import PictureMasks, empty_masks
+from molmo_nb_utils.masks.grabcut import GRABCUT, GRABCUT_NAME
 from molmo_nb_utils.masks.sam2 import DEFAULT_SEGMENTER_ID, SAM2
 from molmo_nb_utils.media import VideoFrames, rgb_image
 from molmo_nb_utils.tiny import TINY_NAME, is_tiny_molmo2
 
 # The kinds of segmenter, in the order they are asked whether a name is theirs: SAM 2 takes every Hub id,
 # folder and 'tiny', so it comes last.
-BACKENDS: tuple[Backend, ...] = (SAM2,)
+BACKENDS: tuple[Backend, ...] = (GRABCUT, SAM2)
 
 __all__ = [
     "BACKENDS",
@@ -45,21 +47,39 @@ __all__ = [
     "SegmenterLoadError",
     "load_segmenter",
     "prompt_frames",
+    "sam2_id",
     "segment",
     "segmenter_id",
 ]
 
 
+def _molmo2_is_tiny() -> bool:
+    molmo = model_id()
+    return molmo == TINY_NAME or (Path(molmo).is_dir() and is_tiny_molmo2(molmo))
+
+
 def segmenter_id() -> str:
-    """The segmenter the notebooks use: ``$MOLMO_SEGMENTER_ID``; else ``tiny`` when Molmo2 is the tiny
-    test model (so an offline run stays offline); else ``facebook/sam2.1-hiera-small``."""
+    """The segmenter the notebooks use: ``$MOLMO_SEGMENTER_ID``; else ``grabcut`` when Molmo2 is the tiny
+    test model (offline: no weights to download, and masks that follow the objects, where the tiny random
+    SAM 2's are noise); else ``facebook/sam2.1-hiera-small``."""
     chosen = os.environ.get(SEGMENTER_ENV, "").strip()
     if chosen:
         return chosen
-    molmo = model_id()
-    if molmo == TINY_NAME or (Path(molmo).is_dir() and is_tiny_molmo2(molmo)):
-        return TINY_NAME
-    return DEFAULT_SEGMENTER_ID
+    return GRABCUT_NAME if _molmo2_is_tiny() else DEFAULT_SEGMENTER_ID
+
+
+def sam2_id() -> str:
+    """The SAM 2 set beside GrabCut when the two are compared: ``$MOLMO_SEGMENTER_ID`` when it names a
+    SAM 2; else ``tiny`` (the tiny random SAM 2, offline) when Molmo2 is the tiny test model; else
+    ``facebook/sam2.1-hiera-small``."""
+    chosen = os.environ.get(SEGMENTER_ENV, "").strip()
+    if chosen and _backend_named(chosen) is SAM2:
+        return chosen
+    return TINY_NAME if _molmo2_is_tiny() else DEFAULT_SEGMENTER_ID
+
+
+def _backend_named(name: str) -> Backend:
+    return next(b for b in BACKENDS if b.claims(name))
 
 
 _segmenter_id = segmenter_id  # load_segmenter's argument has the same name
@@ -69,14 +89,15 @@ def load_segmenter(
     segmenter_id: str | os.PathLike | None = None, *, device: str | None = None, dtype: str | None = None
 ) -> tuple[Any, Any]:
     """``(model, processor)`` of the segmenter ``segmenter_id`` (default: ``segmenter_id()``): a SAM 2 Hub
-    id, a folder or ``"tiny"``. ``dtype`` defaults to bfloat16 on GPUs that have it, float32 elsewhere.
+    id, a folder or ``"tiny"`` (the tiny random SAM 2); or ``"grabcut"``, OpenCV's GrabCut, no weights
+    (its model is its settings, ``GrabCut``, and its processor None). For SAM 2, ``dtype`` defaults to
+    bfloat16 on GPUs that have it, float32 elsewhere; GrabCut runs on the CPU.
 
     A name that cannot be loaded raises ``SegmenterLoadError`` saying why (a folder that does not exist,
     a model that is not a segmenter, the Hub out of reach) and what to set instead.
     """
     name = str(segmenter_id) if segmenter_id is not None else _segmenter_id()
-    backend = next(b for b in BACKENDS if b.claims(name))
-    return backend.load(name, device, dtype)
+    return _backend_named(name).load(name, device, dtype)
 
 
 def _backend_of(model: Any) -> Backend:
@@ -117,6 +138,14 @@ class Segmentation:
     def pictures(self) -> list[Any]:
         """The images (PIL) or frames shown (RGB arrays) the masks belong to, in order."""
         return list(self.video.frames) if self.video is not None else list(self.answer.images)
+
+    def clicks(self) -> list[Point]:
+        """The segmenter's clicks as points, to draw (``draw_masks(..., clicks=)``): on image k with
+        ``image=k`` (1-based), on a frame shown with that frame's time."""
+        if self.video is None:
+            return [Point(pid, x, y, image=k + 1) for k, pid, x, y in self.prompts]
+        times = self.video.timestamps
+        return [Point(pid, x, y, time=float(times[k])) for k, pid, x, y in self.prompts]
 
     def boxes(self) -> list[np.ndarray]:
         """Each picture's (N, 4) boxes, as ``PictureMasks.boxes``."""
@@ -170,18 +199,19 @@ def _segment_images(backend: Backend, model, processor, answer: Answer, points: 
 
 
 def prompt_frames(
-    points: Sequence[Point], times: Sequence[float], *, reprompt: bool = True
+    points: Sequence[Point], times: Sequence[float], *, reprompt: bool = True, every: bool = False
 ) -> dict[int, list[Point]]:
     """Which points the segmenter is prompted with, by frame index (into ``times``): each id where it
     first appears, and (``reprompt``) again on the first frame it is back after frames without it (an
-    occlusion), so SAM 2 picks it up where Molmo2 found it again."""
+    occlusion), so SAM 2 picks it up where Molmo2 found it again. ``every``: each id on every frame it has
+    a point on, for a segmenter that follows nothing itself (GrabCut)."""
     seen: dict[int, dict[int, Point]] = {}
     for p in points:
         seen.setdefault(p.id, {}).setdefault(nearest_index(p.time, times), p)
     chosen: dict[int, list[Point]] = {}
     for at in seen.values():
         frames = sorted(at)
-        starts = [f for n, f in enumerate(frames) if n == 0 or (reprompt and frames[n - 1] != f - 1)]
+        starts = [f for n, f in enumerate(frames) if every or n == 0 or (reprompt and frames[n - 1] != f - 1)]
         for f in starts:
             chosen.setdefault(f, []).append(at[f])
     return dict(sorted(chosen.items()))
@@ -208,7 +238,7 @@ def _segment_video(
     video = answer.video
     width, height = video.size
     n = len(video.timestamps)
-    chosen = prompt_frames(points, video.timestamps, reprompt=reprompt)
+    chosen = prompt_frames(points, video.timestamps, reprompt=reprompt, every=not backend.follows)
     if not chosen:
         return Segmentation(tuple(empty_masks(width, height) for _ in range(n)), answer, ())
     clicks = {f: [(p.id, p.x, p.y) for p in on_frame] for f, on_frame in chosen.items()}
@@ -248,7 +278,9 @@ def segment(
     the frame each id first appears on, and again where it comes back after an occlusion
     (``prompt_frames``); SAM 2 follows every id over the frames shown, so every frame has a mask for
     every id: empty before the id's first prompt (SAM 2 would also follow it backwards), and where SAM 2
-    finds the object gone. Masks are at the size of the frames shown, upright for phone videos.
+    finds the object gone. GrabCut follows nothing: it is prompted on every frame an id has a point on,
+    and its mask is empty elsewhere (``reprompt`` does not apply). Masks are at the size of the frames
+    shown, upright for phone videos.
     """
     if not isinstance(answer, Answer):
         if isinstance(answer, Point) or (

@@ -49,11 +49,15 @@ class SamSize:
 
 # From the sam2.1_hiera_{t,s,b+,l}.yaml configs of facebookresearch/sam2; built on the meta device they give
 # 38,962,498 / 46,060,354 / 80,850,178 / 224,446,642 parameters, the 38.9M / 46M / 80.8M / 224.4M its README lists.
+# Keyed by the released names (the Hub ids' last part less "sam2.1-"), never "tiny" alone: in this collection
+# that is the tiny random SAM 2 built offline for the tests.
 SAM2_SIZES: dict[str, SamSize] = {
-    "tiny": SamSize("facebook/sam2.1-hiera-tiny", 96, 1, (1, 2, 7, 2), (5, 7, 9), (7, 7)),
-    "small": SamSize("facebook/sam2.1-hiera-small", 96, 1, (1, 2, 11, 2), (7, 10, 13), (7, 7)),
-    "base-plus": SamSize("facebook/sam2.1-hiera-base-plus", 112, 2, (2, 3, 16, 3), (12, 16, 20), (14, 14)),
-    "large": SamSize(
+    "hiera-tiny": SamSize("facebook/sam2.1-hiera-tiny", 96, 1, (1, 2, 7, 2), (5, 7, 9), (7, 7)),
+    "hiera-small": SamSize("facebook/sam2.1-hiera-small", 96, 1, (1, 2, 11, 2), (7, 10, 13), (7, 7)),
+    "hiera-base-plus": SamSize(
+        "facebook/sam2.1-hiera-base-plus", 112, 2, (2, 3, 16, 3), (12, 16, 20), (14, 14)
+    ),
+    "hiera-large": SamSize(
         "facebook/sam2.1-hiera-large", 144, 2, (2, 6, 36, 4), (23, 33, 43), (7, 7), (8, 4, 16, 8)
     ),
 }
@@ -76,7 +80,7 @@ class SegmenterMemory:
 
     def __str__(self) -> str:
         return (
-            f"SAM 2.1 {self.size:<9} {self.parameters / 1e6:6.1f}M parameters, {self.precision}: weights "
+            f"SAM 2.1 {self.size:<15} {self.parameters / 1e6:6.1f}M parameters, {self.precision}: weights "
             f"{self.weights_gb:.2f} + encoder {self.encoder_gb:.2f} + memory bank {self.memory_bank_gb:.2f} "
             f"+ overhead {self.overhead_gb:.2f} = {self.total_gb:.2f} GiB (estimate)"
         )
@@ -88,10 +92,29 @@ def _sam_parameters(size: SamSize) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _size_name(size: str) -> str:
+    """The ``SAM2_SIZES`` key of ``size``: a key, a Hub id ("facebook/sam2.1-hiera-small"), or the short
+    name earlier versions took ("small")."""
+    name = str(size).strip()
+    for key, spec in SAM2_SIZES.items():
+        if name in (key, spec.hub_id, spec.hub_id.split("/")[-1], key.removeprefix("hiera-")):
+            return key
+    raise ValueError(
+        f"unknown SAM 2.1 size {size!r}: use one of {', '.join(SAM2_SIZES)} (or a Hub id such as "
+        f"{SAM2_SIZES['hiera-small'].hub_id})"
+    )
+
+
 def segmenter_memory(
-    size: str = "small", *, precision: str = "fp32", frames: int = 1, objects: int = 1, overhead: bool = True
+    size: str = "hiera-small",
+    *,
+    precision: str = "fp32",
+    frames: int = 1,
+    objects: int = 1,
+    overhead: bool = True,
 ) -> SegmenterMemory:
-    """Estimated peak GPU memory of SAM 2.1 ``size`` segmenting ``objects`` over ``frames`` frames.
+    """Estimated peak GPU memory of SAM 2.1 ``size`` (``SAM2_SIZES``' released names, or a Hub id)
+    segmenting ``objects`` over ``frames`` frames.
 
     Weights: parameters counted on the real modules (meta device) times 4 or 2 bytes. Encoder: the
     largest live tensors of one 1024 px frame: the first Hiera stage (256 x 256 tokens) holds its input,
@@ -100,8 +123,7 @@ def segmenter_memory(
     logits (the session keeps every frame's; frames themselves stay on the CPU, see ``masks.sam2``).
     ``overhead`` adds the CUDA context as ``memory`` counts it (set False when Molmo2 already pays it).
     """
-    if size not in SAM2_SIZES:
-        raise ValueError(f"unknown SAM 2.1 size {size!r}: use one of {', '.join(SAM2_SIZES)}")
+    size = _size_name(size)
     if precision not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', got {precision!r}")
     spec = SAM2_SIZES[size]
