@@ -117,6 +117,30 @@ def test_cpu_gets_float32():
     assert "No GPU" in loading.hardware_report()
 
 
+TINY_SAID = "This is the tiny random test model that MOLMO_MODEL_ID=tiny asks for"
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_the_report_says_plainly_when_the_model_is_the_tiny_one(tiny_model_path, tmp_path, monkeypatch, gpu):
+    """Asked for ``tiny`` (or the folder make and the tests build it in), 00 says so, not "(the tiny test model?)";
+    another local folder is not called tiny."""
+    if gpu:
+        monkeypatch.setattr(
+            loading, "detect_hardware", lambda: loading.Hardware("cuda", "bfloat16", "A100", 80.0, True)
+        )
+    monkeypatch.setattr(loading, "tiny_model_dir", lambda: tiny_model_path)
+    for name in ("tiny", str(tiny_model_path)):
+        monkeypatch.setenv("MOLMO_MODEL_ID", name)
+        report = loading.hardware_report()
+        assert TINY_SAID in report and "?" not in report and "Molmo2-4B on a CPU" not in report
+    other = tmp_path / "my-molmo2"
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    monkeypatch.setenv("MOLMO_MODEL_ID", str(other))
+    report = loading.hardware_report()
+    assert "tiny random test model" not in report and ("Molmo2-4B on a CPU" in report) != gpu
+
+
 def test_processor_and_config_load_without_weights(tiny_model_path):
     assert type(load_processor(tiny_model_path)).__name__ == "Molmo2Processor"
     assert load_model_config(tiny_model_path).model_type == "molmo2"
