@@ -207,8 +207,9 @@ def test_the_name_tiny_never_replaces_files_it_did_not_write(tmp_path, monkeypat
 
 
 def test_tiny_lives_in_the_checkout_or_else_in_the_user_cache(tmp_path, monkeypatch):
-    assert tiny.tiny_model_dir() == tiny.DATA_DIR / "tiny-molmo2"  # downloaded_data/ unless $MOLMO_DATA_DIR
-    monkeypatch.setattr(tiny, "REPO_ROOT", tmp_path / "site-packages")  # an installed package
+    # downloaded_data/ of the checkout, unless $MOLMO_DATA_DIR moves it (as the tests do)
+    assert tiny.tiny_model_dir() == tiny.folders.DATA_DIR / "tiny-molmo2"
+    monkeypatch.setattr(tiny.folders, "REPO_ROOT", tmp_path / "site-packages")  # an installed package
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert tiny.tiny_model_dir() == tmp_path / "cache" / "molmo_nb_utils" / "tiny-molmo2"
 
