@@ -27,7 +27,6 @@ from molmo_nb_utils.benchmarks import (
 from molmo_nb_utils.dataset import (
     COIN_DIAMETERS,
     ItemResult,
-    disc_polygon,
     draw_result,
     export_coco,
     export_csv,
@@ -39,11 +38,11 @@ from molmo_nb_utils.dataset import (
     run_dataset,
     score_results,
     score_table,
+    true_masks,
     with_coin_masks,
     worked_answer,
     worst_items,
 )
-from molmo_nb_utils.detections import to_detections
 from molmo_nb_utils.downloads import DownloadError, download, fetch_asset
 from molmo_nb_utils.drawing import (
     draw_masks,
@@ -80,13 +79,19 @@ from molmo_nb_utils.loading import (
     load_processor,
     model_id,
 )
-from molmo_nb_utils.mask_exports import save_coco, to_coco
-from molmo_nb_utils.mask_scores import (
+from molmo_nb_utils.long_video import LongVideoAnswer, plan_windows, plot_windows, stitch_windows, track_video
+from molmo_nb_utils.masks import (
+    disc_polygon,
+    load_segmenter,
+    mask_from_coco,
     mask_scores,
-    true_masks,
+    save_coco,
+    segment,
+    segmenter_id,
+    to_coco,
+    to_detections,
     video_mask_scores,
 )
-from molmo_nb_utils.masks import mask_from_coco
 from molmo_nb_utils.media import (
     VideoFrames,
     VideoInfo,
@@ -97,6 +102,7 @@ from molmo_nb_utils.media import (
 )
 from molmo_nb_utils.memory import (
     KNOWN_CONFIGS,
+    SAM2_SIZES,
     T4_GIB,
     T4_MEMORY_BYTES,
     count_parameters,
@@ -105,6 +111,7 @@ from molmo_nb_utils.memory import (
     estimate_training_memory,
     gpu_budget_gb,
     next_setting_advice,
+    segmenter_memory,
     suggest_settings,
     video_prompt_tokens,
 )
@@ -115,12 +122,13 @@ from molmo_nb_utils.paths import (
     output_path,
 )
 from molmo_nb_utils.playground import Playground
-from molmo_nb_utils.segmentation import (
-    SAM2_SIZES,
-    load_segmenter,
-    segment,
-    segmenter_id,
-    segmenter_memory,
+from molmo_nb_utils.serving import (
+    ServerError,
+    compare_server,
+    free_port,
+    save_merged,
+    server_chat,
+    start_server,
 )
 from molmo_nb_utils.training import (
     TrainingError,
@@ -143,6 +151,7 @@ __all__ = [
     "INPUT_DIR",
     "ItemResult",
     "KNOWN_CONFIGS",
+    "LongVideoAnswer",
     "ModelLoadError",
     "OutOfMemoryAdvice",
     "PAPER_SCORES",
@@ -150,6 +159,7 @@ __all__ = [
     "Point",
     "REPO_ROOT",
     "SAM2_SIZES",
+    "ServerError",
     "T4_GIB",
     "T4_MEMORY_BYTES",
     "TrainingError",
@@ -160,6 +170,7 @@ __all__ = [
     "benchmark_sources",
     "chat",
     "chunk_vision",
+    "compare_server",
     "count_parameters",
     "count_points",
     "count_prompt_tokens",
@@ -182,6 +193,7 @@ __all__ = [
     "fine_tune",
     "format_points",
     "frame_grid",
+    "free_port",
     "gpu_budget_gb",
     "group_by_id",
     "group_by_image",
@@ -208,10 +220,12 @@ __all__ = [
     "paper_table",
     "parse_points",
     "parse_tracks",
+    "plan_windows",
     "planned_frames",
     "plot_counts",
     "plot_timeline",
     "plot_trajectories",
+    "plot_windows",
     "prepare_inputs",
     "render_masks_video",
     "render_tracks_video",
@@ -219,6 +233,7 @@ __all__ = [
     "run_dataset",
     "sample_frames",
     "save_coco",
+    "save_merged",
     "save_points",
     "score_benchmark",
     "score_points",
@@ -227,12 +242,16 @@ __all__ = [
     "segment",
     "segmenter_id",
     "segmenter_memory",
+    "server_chat",
     "show_video",
     "snap_times",
     "split_items",
+    "start_server",
+    "stitch_windows",
     "suggest_settings",
     "to_coco",
     "to_detections",
+    "track_video",
     "training_examples",
     "true_masks",
     "user_message",
