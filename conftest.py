@@ -2,7 +2,9 @@
 
 The tiny model is built once per session into a temporary folder and ``MOLMO_MODEL_ID`` points
 at it before any notebook kernel starts, so nbval runs the notebooks exactly as a reader would,
-only on the tiny model.
+only on the tiny model. The test doubles several test files share live here too: ``FakeAsk``
+(stands in for ``chat`` and ``chat_batch`` in a run) and ``Interrupt`` (Ctrl-C during training);
+tests import them with ``from conftest import FakeAsk``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,15 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# After the environment: transformers and the Hub read it when they are imported.
+from transformers import TrainerCallback  # noqa: E402
+
+from molmo_nb_utils.asking import Answer  # noqa: E402
+from molmo_nb_utils.media import load_image  # noqa: E402
+
+# What FakeAsk answers about every image: two points, at the centre and a quarter of the way in.
+FAKE_ANSWER = '<points coords="1 1 500 500 2 250 250">dot</points>'
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -53,3 +64,75 @@ def tiny_model(tiny_model_path):
     from molmo_nb_utils.loading import load_model
 
     return load_model(tiny_model_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Test doubles shared by several test files
+
+
+class FakeAsk:
+    """Stand-ins for ``chat`` (call it) and ``chat_batch`` (``.batch``), as ``run_dataset`` calls them.
+
+    Each answers ``FAKE_ANSWER`` about the image asked about (7 prompt tokens, 3 of them visual) and
+    lists what it was asked: ``asked``, the file of each single question; ``batches``, the files of each
+    batch answered. A file named in ``fail_on`` fails (in a batch: the whole batch); ``stop_after``
+    single questions or ``stop_at_batch`` batches, the reader presses Stop (KeyboardInterrupt).
+    ``settings`` lists the keywords of every call (how the media were to be shown, ...).
+    """
+
+    def __init__(self, fail_on=(), stop_after: int | None = None, stop_at_batch: int | None = None):
+        self.fail_on, self.stop_after, self.stop_at_batch = set(fail_on), stop_after, stop_at_batch
+        self.asked: list[str] = []
+        self.batches: list[list[str]] = []
+        self.settings: list[dict] = []
+
+    def _answer(self, messages) -> Answer:
+        path = Path(messages[0]["content"][0]["image"])
+        if path.name in self.fail_on:
+            raise RuntimeError(f"cannot read {path.name} (simulated)")
+        return Answer(FAKE_ANSWER, images=[load_image(path)], prompt_tokens=7, visual_tokens=3)
+
+    def __call__(self, model, processor, messages, **settings) -> Answer:
+        if self.stop_after is not None and len(self.asked) == self.stop_after:
+            raise KeyboardInterrupt  # the reader presses Stop while the model is answering
+        self.asked.append(Path(messages[0]["content"][0]["image"]).name)
+        self.settings.append(settings)
+        return self._answer(messages)
+
+    def batch(self, model, processor, conversations, **settings) -> list[Answer]:
+        if self.stop_at_batch is not None and len(self.batches) == self.stop_at_batch:
+            raise KeyboardInterrupt
+        self.settings.append(settings)
+        answers = [self._answer(c) for c in conversations]  # one failure fails the whole batch
+        self.batches.append([Path(c[0]["content"][0]["image"]).name for c in conversations])
+        return answers
+
+
+class Interrupt(TrainerCallback):
+    """Ctrl-C after optimizer step ``at``: a training killed part-way, to resume."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.fixture(scope="session")
+def coin_tables():
+    """The coin-table photos of ``input/coin_table.json`` with every coin's position (fine-tuning's data)."""
+    import warnings
+
+    from molmo_nb_utils import INPUT_DIR, load_dataset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # table_01 has no coins, and the photo without points says so
+        items = load_dataset(INPUT_DIR / "coin_table.json")
+    return [item for item in items if item.points is not None]
+
+
+@pytest.fixture(scope="session")
+def interrupt():
+    """``interrupt(at)``: a Trainer callback that stops training as Ctrl-C does, after optimizer step ``at``."""
+    return Interrupt

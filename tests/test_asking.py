@@ -17,7 +17,6 @@ from jinja2 import TemplateError
 from molmo_utils.vision_process import fetch_image, load_video_pyav_noseek
 from PIL import Image
 
-from molmo_nb_utils import media
 from molmo_nb_utils.asking import (
     Answer,
     OutOfMemoryAdvice,
@@ -29,6 +28,7 @@ from molmo_nb_utils.asking import (
 )
 from molmo_nb_utils.grounding import Point
 from molmo_nb_utils.media import sample_frames
+from molmo_nb_utils.media import video as video_module
 
 
 def _noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
@@ -320,8 +320,8 @@ def test_chat_generates_what_generate_generates(tiny_model, video_path, tmp_path
 def test_a_video_is_decoded_once_per_request(tiny_model, video_path, monkeypatch):
     model, processor = tiny_model
     reads = []
-    original = media._read_pyav
-    monkeypatch.setattr(media, "_read_pyav", lambda *args: reads.append(args[2]) or original(*args))
+    original = video_module.read_frames
+    monkeypatch.setattr(video_module, "read_frames", lambda *args: reads.append(args[2]) or original(*args))
     answer = chat(model, processor, [user_message(video_path, text="?")], fps=1, max_new_tokens=2)
     assert reads == [(0, 10, 20, 29)] and answer.video.indices == [0, 10, 20, 29]
     seen = sample_frames(video_path, fps=1)

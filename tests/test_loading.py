@@ -183,8 +183,8 @@ def test_the_name_tiny_never_replaces_files_it_did_not_write(tmp_path, monkeypat
 
 
 def test_tiny_lives_in_the_checkout_or_else_in_the_user_cache(tmp_path, monkeypatch):
-    assert tiny.tiny_model_dir() == tiny.REPO_ROOT / "downloaded_data" / "tiny-molmo2"
-    monkeypatch.setattr(tiny, "REPO_ROOT", tmp_path / "site-packages")  # an installed package
+    assert tiny.tiny_model_dir() == tiny.folders.REPO_ROOT / "downloaded_data" / "tiny-molmo2"
+    monkeypatch.setattr(tiny.folders, "REPO_ROOT", tmp_path / "site-packages")  # an installed package
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert tiny.tiny_model_dir() == tmp_path / "cache" / "molmo_nb_utils" / "tiny-molmo2"
 
