@@ -81,6 +81,9 @@ from molmo_nb_utils.loading import (
 )
 from molmo_nb_utils.long_video import LongVideoAnswer, plan_windows, plot_windows, stitch_windows, track_video
 from molmo_nb_utils.masks import (
+    PictureMasks,
+    Segmentation,
+    SegmenterLoadError,
     disc_polygon,
     load_segmenter,
     mask_from_coco,
@@ -155,10 +158,13 @@ __all__ = [
     "ModelLoadError",
     "OutOfMemoryAdvice",
     "PAPER_SCORES",
+    "PictureMasks",
     "Playground",
     "Point",
     "REPO_ROOT",
     "SAM2_SIZES",
+    "Segmentation",
+    "SegmenterLoadError",
     "ServerError",
     "T4_GIB",
     "T4_MEMORY_BYTES",
