@@ -76,6 +76,7 @@ from molmo_nb_utils.mask_scores import (
 )
 from molmo_nb_utils.masks import mask_from_coco
 from molmo_nb_utils.media import (
+    MediaSettings,
     VideoFrames,
     VideoInfo,
     load_image,
@@ -128,6 +129,7 @@ __all__ = [
     "INPUT_DIR",
     "ItemResult",
     "KNOWN_CONFIGS",
+    "MediaSettings",
     "ModelLoadError",
     "OutOfMemoryAdvice",
     "Playground",

@@ -30,7 +30,7 @@ from peft import PeftModel, get_peft_model
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES
+from molmo_nb_utils.media import DEFAULT_MEDIA, MediaSettings
 from molmo_nb_utils.training.checkpoints import (
     ADAPTER,
     CHECKPOINTS,
@@ -314,9 +314,7 @@ def fine_tune(
     alpha: int | None = None,
     dropout: float = 0.0,
     train_connector: bool = False,
-    max_crops: int | None = None,
-    fps: float | None = DEFAULT_FPS,
-    max_frames: int = DEFAULT_MAX_FRAMES,
+    media: MediaSettings = DEFAULT_MEDIA,
     cache_features: bool = True,
     resume: bool = True,
     qlora: bool | None = None,
@@ -328,8 +326,8 @@ def fine_tune(
     """Fine-tune ``model`` with LoRA on the items' ground truth; return the model with its adapter (a peft
     ``PeftModel``, in eval mode) that ``chat``, ``run_dataset`` and the playground take as they are.
 
-    Each item becomes an example of ``training_examples(items, prompt=prompt, fps=fps, max_frames=max_frames)``:
-    asked as ``run_dataset`` asks it, a video at the frames ``run_dataset`` shows. The training is
+    Each item becomes an example of ``training_examples(items, prompt=prompt, media=media)``: asked as
+    ``run_dataset`` asks it, its media shown as ``run_dataset(..., media=media)`` shows them (``MediaSettings``). The training is
     transformers' ``Trainer``: pass ``TrainingArguments``' own keywords (``per_device_train_batch_size=4``,
     ``max_steps``, ``num_train_epochs``, ``learning_rate``, ``bf16``, ``report_to="tensorboard"``,
     ``activation_checkpointing=True``, ...) or a whole ``args=TrainingArguments(...)``; the defaults
@@ -352,14 +350,10 @@ def fine_tune(
             "an interrupted run by calling fine_tune with the same output_dir"
         )
     settings = FineTuneSettings(rank=rank, alpha=alpha, dropout=dropout, train_connector=train_connector,
-                                max_crops=max_crops, fps=fps, max_frames=max_frames, cache_features=cache_features)  # fmt: skip
+                                media=media, cache_features=cache_features)  # fmt: skip
     four_bit = check_qlora(model, qlora)
-    examples = training_examples(items, prompt=prompt, fps=fps, max_frames=max_frames)
-    held_out = (
-        training_examples(validation_items, prompt=prompt, fps=fps, max_frames=max_frames)
-        if validation_items
-        else []
-    )
+    examples = training_examples(items, prompt=prompt, media=media)
+    held_out = training_examples(validation_items, prompt=prompt, media=media) if validation_items else []
     overlap = sorted({e.key for e in examples} & {e.key for e in held_out})
     if overlap:
         raise TrainingError(
@@ -419,9 +413,9 @@ def fine_tune(
         peft_model = get_peft_model(model, lora_config(rank=rank, alpha=alpha, dropout=dropout,
                                                        train_connector=train_connector))  # fmt: skip
     peft_model.eval()  # the features are computed as at inference
-    encode = dict(max_crops=max_crops, cache_features=settings.caches_features)
-    train_set = [training_item(peft_model, processor, e, **encode) for e in examples]
-    eval_set = [training_item(peft_model, processor, e, **encode) for e in held_out] or None
+    cache = settings.caches_features
+    train_set = [training_item(peft_model, processor, e, cache_features=cache) for e in examples]
+    eval_set = [training_item(peft_model, processor, e, cache_features=cache) for e in held_out] or None
     trainer = Molmo2Trainer(
         model=peft_model,
         args=args,
