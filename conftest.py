@@ -117,3 +117,22 @@ class Interrupt(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.at:
             raise KeyboardInterrupt
+
+
+@pytest.fixture(scope="session")
+def coin_tables():
+    """The coin-table photos of ``input/coin_table.json`` with every coin's position (fine-tuning's data)."""
+    import warnings
+
+    from molmo_nb_utils import INPUT_DIR, load_dataset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # table_01 has no coins, and the photo without points says so
+        items = load_dataset(INPUT_DIR / "coin_table.json")
+    return [item for item in items if item.points is not None]
+
+
+@pytest.fixture(scope="session")
+def interrupt():
+    """``interrupt(at)``: a Trainer callback that stops training as Ctrl-C does, after optimizer step ``at``."""
+    return Interrupt

@@ -12,10 +12,21 @@ from molmo_nb_utils.asking import (
     user_message,
     visual_token_count,
 )
+from molmo_nb_utils.benchmarks import (
+    BENCHMARKS,
+    PAPER_SCORES,
+    BenchmarkItems,
+    BenchmarkScore,
+    benchmark_sources,
+    draw_benchmark_item,
+    load_benchmark,
+    make_sample_benchmarks,
+    paper_table,
+    score_benchmark,
+)
 from molmo_nb_utils.dataset import (
     COIN_DIAMETERS,
     ItemResult,
-    disc_polygon,
     draw_result,
     export_coco,
     export_csv,
@@ -27,11 +38,11 @@ from molmo_nb_utils.dataset import (
     run_dataset,
     score_results,
     score_table,
+    true_masks,
     with_coin_masks,
     worked_answer,
     worst_items,
 )
-from molmo_nb_utils.detections import to_detections
 from molmo_nb_utils.downloads import DownloadError, download, fetch_asset
 from molmo_nb_utils.drawing import (
     draw_masks,
@@ -68,13 +79,19 @@ from molmo_nb_utils.loading import (
     load_processor,
     model_id,
 )
-from molmo_nb_utils.mask_exports import save_coco, to_coco
-from molmo_nb_utils.mask_scores import (
+from molmo_nb_utils.long_video import LongVideoAnswer, plan_windows, plot_windows, stitch_windows, track_video
+from molmo_nb_utils.masks import (
+    disc_polygon,
+    load_segmenter,
+    mask_from_coco,
     mask_scores,
-    true_masks,
+    save_coco,
+    segment,
+    segmenter_id,
+    to_coco,
+    to_detections,
     video_mask_scores,
 )
-from molmo_nb_utils.masks import mask_from_coco
 from molmo_nb_utils.media import (
     MediaSettings,
     VideoFrames,
@@ -86,6 +103,7 @@ from molmo_nb_utils.media import (
 )
 from molmo_nb_utils.memory import (
     KNOWN_CONFIGS,
+    SAM2_SIZES,
     T4_GIB,
     T4_MEMORY_BYTES,
     count_parameters,
@@ -94,6 +112,7 @@ from molmo_nb_utils.memory import (
     estimate_training_memory,
     gpu_budget_gb,
     next_setting_advice,
+    segmenter_memory,
     suggest_settings,
     video_prompt_tokens,
 )
@@ -104,13 +123,6 @@ from molmo_nb_utils.paths import (
     output_path,
 )
 from molmo_nb_utils.playground import Playground
-from molmo_nb_utils.segmentation import (
-    SAM2_SIZES,
-    load_segmenter,
-    segment,
-    segmenter_id,
-    segmenter_memory,
-)
 from molmo_nb_utils.training import (
     TrainingError,
     encode_example,
@@ -124,14 +136,19 @@ from molmo_nb_utils.vision_chunks import VISION_CHUNK, chunk_vision
 
 __all__ = [
     "Answer",
+    "BENCHMARKS",
+    "BenchmarkItems",
+    "BenchmarkScore",
     "COIN_DIAMETERS",
     "DownloadError",
     "INPUT_DIR",
     "ItemResult",
     "KNOWN_CONFIGS",
+    "LongVideoAnswer",
     "MediaSettings",
     "ModelLoadError",
     "OutOfMemoryAdvice",
+    "PAPER_SCORES",
     "Playground",
     "Point",
     "REPO_ROOT",
@@ -143,6 +160,7 @@ __all__ = [
     "VideoFrames",
     "VideoInfo",
     "atomic_path",
+    "benchmark_sources",
     "chat",
     "chunk_vision",
     "count_parameters",
@@ -151,6 +169,7 @@ __all__ = [
     "disc_polygon",
     "distance_threshold",
     "download",
+    "draw_benchmark_item",
     "draw_masks",
     "draw_masks_on_images",
     "draw_points",
@@ -171,6 +190,7 @@ __all__ = [
     "group_by_image",
     "hardware_report",
     "load_adapter",
+    "load_benchmark",
     "load_dataset",
     "load_ground_truth",
     "load_image",
@@ -180,6 +200,7 @@ __all__ = [
     "load_processor",
     "load_results",
     "load_segmenter",
+    "make_sample_benchmarks",
     "mask_from_coco",
     "mask_scores",
     "masked_frames",
@@ -187,12 +208,15 @@ __all__ = [
     "model_id",
     "next_setting_advice",
     "output_path",
+    "paper_table",
     "parse_points",
     "parse_tracks",
+    "plan_windows",
     "planned_frames",
     "plot_counts",
     "plot_timeline",
     "plot_trajectories",
+    "plot_windows",
     "prepare_inputs",
     "render_masks_video",
     "render_tracks_video",
@@ -201,6 +225,7 @@ __all__ = [
     "sample_frames",
     "save_coco",
     "save_points",
+    "score_benchmark",
     "score_points",
     "score_results",
     "score_table",
@@ -210,9 +235,11 @@ __all__ = [
     "show_video",
     "snap_times",
     "split_items",
+    "stitch_windows",
     "suggest_settings",
     "to_coco",
     "to_detections",
+    "track_video",
     "training_examples",
     "true_masks",
     "user_message",

@@ -53,18 +53,34 @@ class OutOfMemoryAdvice(RuntimeError):
     """The GPU ran out of memory during generation; the message says what to try next."""
 
 
-def user_message(*media: Any, text: str) -> dict[str, Any]:
+def user_message(*media: Any, text: str | None = None) -> dict[str, Any]:
     """One user turn: the images and/or video, then the question, as Molmo2's chat format wants.
 
     Each of ``media`` is an image (a PIL image, an RGB array, or the path or URL of an image file),
     a video (the path or URL of a video file, told apart by its suffix, e.g. ``.mp4``, or the
     ``VideoFrames`` of ``sample_frames``) or a ready content item (a dict). The chat template puts
-    all media before the text, whatever the order here.
+    all media before the text, whatever the order here. The question is the keyword ``text``.
     """
+    if text is None:
+        question = next((m for m in media if isinstance(m, str) and _looks_like_text(m)), None)
+        example = repr(question) if question is not None else "'Point to the coins.'"
+        raise TypeError(
+            f"user_message needs the question as text=..., after the pictures: user_message(image, text={example})"
+            + (f"; {question!r} was given as a picture or video" if question is not None else "")
+        )
     if not isinstance(text, str):
         raise TypeError(f"text must be the question as a str, got {type(text).__name__}")
     content = [_content_item(item) for item in media]
     return {"role": "user", "content": [*content, {"type": "text", "text": text}]}
+
+
+def _looks_like_text(item: str) -> bool:
+    """A question rather than a file: no file of that name, and not a URL or a name with an image or
+    video suffix ("Point to the coins." ends in a dot, not in a suffix)."""
+    if urllib.parse.urlsplit(item).scheme.lower() in ("http", "https") or Path(item).exists():
+        return False
+    suffix = Path(item).suffix.lower()
+    return " " in item or not suffix or suffix == "."
 
 
 def _content_item(item: Any) -> dict[str, Any]:

@@ -34,9 +34,9 @@ from molmo_nb_utils.drawing import (
     show_video,
 )
 from molmo_nb_utils.grounding import count_points, group_by_id
+from molmo_nb_utils.masks import load_segmenter, segment
 from molmo_nb_utils.media import DEFAULT_FPS, TRACKING_FPS, load_image, video_info
 from molmo_nb_utils.paths import INPUT_DIR, clean_filename, output_path, save_upload
-from molmo_nb_utils.segmentation import load_segmenter, segment
 
 MAX_DISPLAY_HEIGHT = 640  # pixels: a portrait picture taller than this is shown smaller
 UPLOADED = " (uploaded)"  # how an upload is named in the lists, after its file name

@@ -176,11 +176,19 @@ def test_user_message_rejects_what_it_cannot_place():
     with pytest.raises(TypeError, match="image or a video"):
         user_message(42, text="?")
     with pytest.raises(TypeError, match="question as a str"):
+        user_message(_noise_image(4, 4), text=3)
+    with pytest.raises(TypeError, match="needs the question as text="):
         user_message(_noise_image(4, 4), text=None)
     with pytest.raises(ValueError, match="'type' 'image', 'video' or 'text'"):
         user_message({"kind": "image"}, text="?")
     with pytest.raises(ValueError, match="height, width, 3"):
         user_message(np.zeros((4, 4), np.uint8), text="?")
+
+
+def test_a_question_given_without_text_says_how_to_give_it_issue_31():
+    """user_message(image, "Point to ...") is the natural first try: say text=, naming the question."""
+    with pytest.raises(TypeError, match=r"text='Point to the cups\.'.*was given as a picture or video"):
+        user_message(_noise_image(4, 4), "Point to the cups.")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from PIL import Image
 
 from molmo_nb_utils import paths
 from molmo_nb_utils.asking import Answer
+from molmo_nb_utils.masks import load_segmenter
 from molmo_nb_utils.playground import (
     MAX_DISPLAY_HEIGHT,
     TASKS,
@@ -19,7 +20,6 @@ from molmo_nb_utils.playground import (
     display_size,
     grid_columns,
 )
-from molmo_nb_utils.segmentation import load_segmenter
 from molmo_nb_utils.tiny import build_tiny_sam2
 
 

@@ -16,7 +16,7 @@ from molmo_nb_utils.evaluation.points import PointScore, score_of, sum_scores
 from molmo_nb_utils.evaluation.rules import check_distance, distance_threshold
 from molmo_nb_utils.evaluation.truth import GroundTruth
 from molmo_nb_utils.grounding import Point, group_by_time, snap_times
-from molmo_nb_utils.masks import Mask
+from molmo_nb_utils.masks.geometry import Mask
 from molmo_nb_utils.media import FramePlan
 
 __all__ = ["FrameMatch", "as_plan", "match_frames", "video_point_scores"]

@@ -17,7 +17,7 @@ from scipy.optimize import linear_sum_assignment
 
 from molmo_nb_utils.evaluation.rules import check_distance
 from molmo_nb_utils.grounding import Point
-from molmo_nb_utils.masks import Mask
+from molmo_nb_utils.masks.geometry import Mask
 
 __all__ = ["mask_matches", "match_points"]
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from molmo_nb_utils.evaluation.matching import mask_matches, match_points
 from molmo_nb_utils.evaluation.rules import DISTANCE_RULE, MASK_RULE, check_distance
 from molmo_nb_utils.grounding import Point
-from molmo_nb_utils.masks import Mask
+from molmo_nb_utils.masks.geometry import Mask
 
 __all__ = ["PointScore", "mask_point_scores", "point_scores", "score_of", "sum_scores"]
 

@@ -20,7 +20,7 @@ from molmo_nb_utils.evaluation.frames import match_frames
 from molmo_nb_utils.evaluation.rules import DISTANCE_RULE, distance_threshold
 from molmo_nb_utils.evaluation.truth import GroundTruth
 from molmo_nb_utils.grounding import Point
-from molmo_nb_utils.masks import Mask, inside
+from molmo_nb_utils.masks.geometry import Mask, inside
 
 __all__ = ["TrackScore", "hota_scores", "score_points"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from molmo_nb_utils.evaluation.rules import DISTANCE_RULE, MASK_RULE
 from molmo_nb_utils.grounding import Point, time_to_frame
-from molmo_nb_utils.masks import Mask, mask_from_coco
+from molmo_nb_utils.masks.geometry import Mask, mask_from_coco
 from molmo_nb_utils.media import FramePlan
 
 __all__ = ["GroundTruth", "load_ground_truth", "shown_frames"]

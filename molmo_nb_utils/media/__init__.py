@@ -22,7 +22,7 @@ Every name is importable from ``molmo_nb_utils.media`` as before the split.
 """
 
 from molmo_nb_utils.media.fit import MEMORY_SHARE
-from molmo_nb_utils.media.images import MAX_IMAGE_PIXELS, image_size, load_image
+from molmo_nb_utils.media.images import MAX_IMAGE_PIXELS, image_orientation, image_size, load_image, rgb_image
 from molmo_nb_utils.media.plan import (
     DEFAULT_FPS,
     DEFAULT_MAX_FRAMES,
@@ -56,12 +56,14 @@ __all__ = [
     "VideoInfo",
     "frame_times",
     "frames_of",
+    "image_orientation",
     "image_size",
     "iter_video_frames",
     "load_image",
     "plan_for_times",
     "plan_frames",
     "planned_frames",
+    "rgb_image",
     "sample_frames",
     "video_info",
 ]

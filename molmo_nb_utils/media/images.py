@@ -105,6 +105,19 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     return (height, width) if turned else (width, height)
 
 
+def image_orientation(path: str | os.PathLike) -> tuple[tuple[int, int], int]:
+    """(width, height) of an image file as stored, and its EXIF orientation (1: stored upright), from its
+    header alone: what a mask drawn on the stored pixels needs to be turned as ``load_image`` turns them."""
+    try:
+        with warnings.catch_warnings(), _open(Path(path)) as image:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return image.size, int(image.getexif().get(ExifTags.Base.Orientation, 1) or 1)
+    except Image.DecompressionBombError as err:
+        raise ValueError(_too_large(str(path), "past Pillow's own limit", jpeg_hint=False)) from err
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ValueError(f"Cannot read {path} as an image ({err}): open it in an image viewer.") from err
+
+
 def _open(fp: Path | io.BytesIO) -> Image.Image:
     """The image, opened (header only). A JPEG is opened by Pillow's JPEG reader itself.
 
@@ -149,6 +162,12 @@ def _upright_rgb(image: Image.Image, own: bool = False) -> Image.Image:
             image = ImageOps.exif_transpose(image)  # a new image
     except Exception:  # a broken EXIF block should not make a readable photo unusable
         image = image if own else image.copy()
+    return rgb_image(image, own=True)
+
+
+def rgb_image(image: Image.Image, own: bool = False) -> Image.Image:
+    """The picture in RGB as the model gets it, not turned: alpha composited on white, 16-bit grey scaled to
+    8 bits (not clipped). A new image unless ``own`` (an image nobody else holds) is already RGB."""
     mode = image.mode
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
         rgba = image if mode == "RGBA" else image.convert("RGBA")

@@ -12,6 +12,7 @@ One module per job:
   ``video_prompt_tokens``) or estimated before the media exist.
 * ``inference``: one ``chat`` call (``estimate_memory``, ``MemoryEstimate``).
 * ``fine_tuning``: one LoRA or QLoRA step (``estimate_training_memory``).
+* ``segmenter``: what SAM 2 adds (``segmenter_memory``, ``SAM2_SIZES``), estimated the same way.
 * ``advice``: the largest setting that fits (``suggest_settings``), the next one after an
   out-of-memory error (``next_setting_advice``), the precision ``load_model`` picks, the T4 budget.
 
@@ -42,6 +43,7 @@ from molmo_nb_utils.memory.configs import (
 )
 from molmo_nb_utils.memory.fine_tuning import TrainingMemoryEstimate, estimate_training_memory
 from molmo_nb_utils.memory.inference import IMAGE_CROPS, OVERHEAD_GB, MemoryEstimate, estimate_memory
+from molmo_nb_utils.memory.segmenter import SAM2_SIZES, SamSize, SegmenterMemory, segmenter_memory
 from molmo_nb_utils.memory.tokens import (
     PROMPT_TEXT_TOKENS,
     count_prompt_tokens,
@@ -61,9 +63,12 @@ __all__ = [
     "PRECISIONS",
     "PROMPT_TEXT_TOKENS",
     "QUANT_BYTES",
+    "SAM2_SIZES",
     "T4_GIB",
     "T4_MEMORY_BYTES",
     "MemoryEstimate",
+    "SamSize",
+    "SegmenterMemory",
     "Suggestion",
     "TrainingMemoryEstimate",
     "choose_quantization",
@@ -77,6 +82,7 @@ __all__ = [
     "lora_parameter_count",
     "next_setting_advice",
     "planned_frames",
+    "segmenter_memory",
     "suggest_settings",
     "video_prompt_tokens",
     "video_tokens_estimate",
