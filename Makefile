@@ -12,7 +12,7 @@ PIP := -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 # tests install fails as it would for a reader.
 NBVAL := --nbval-lax --nbval-kernel-name molmo-reader --nbval-sanitize-with tests/sanitize.cfg --nbval-cell-timeout 900
 
-.PHONY: setup dev reader lab test test-latest lock tiny run-all gpu-check lint readme clean
+.PHONY: setup dev reader lab test test-latest lock tiny serve run-all gpu-check lint readme clean
 
 # What a reader needs (requirements.txt, the package); `dev` adds the tests and tools.
 setup: $(VENV)/.installed
@@ -66,6 +66,18 @@ test-latest:
 # Refresh constraints.txt: written only after the whole suite passed on the newest releases.
 lock: test-latest
 	.venv-latest/bin/python scripts/write_constraints.py .venv-latest .venv-latest-reader --out constraints.txt
+
+# `make serve` prints the plain `transformers serve ...` line for MOLMO_MODEL_ID (tiny too) and runs it, on
+# 127.0.0.1 unless HOST says otherwise. PRECISION: auto (as load_model picks it), float32, bfloat16, float16, 8bit,
+# 4bit; CONTINUOUS_BATCHING=1; VIDEO_FIX=1 lets Molmo2 be asked about videos (molmo_nb_utils/serving/molmo2_video.py).
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PRECISION ?= auto
+CONTINUOUS_BATCHING ?= 0
+VIDEO_FIX ?= 0
+serve: setup $(MODEL_DEPS)
+	$(PY) -m molmo_nb_utils.serving --model "$(MOLMO_MODEL_ID)" --host $(HOST) --port $(PORT) --precision $(PRECISION) \
+		$(if $(filter 1,$(CONTINUOUS_BATCHING)),--continuous-batching) $(if $(filter 1,$(VIDEO_FIX)),--video-fix)
 
 tiny: setup
 	$(PY) -m molmo_nb_utils.tiny downloaded_data/tiny-molmo2

@@ -81,6 +81,9 @@ from molmo_nb_utils.loading import (
 )
 from molmo_nb_utils.long_video import LongVideoAnswer, plan_windows, plot_windows, stitch_windows, track_video
 from molmo_nb_utils.masks import (
+    PictureMasks,
+    Segmentation,
+    SegmenterLoadError,
     disc_polygon,
     load_segmenter,
     mask_from_coco,
@@ -123,6 +126,14 @@ from molmo_nb_utils.paths import (
     output_path,
 )
 from molmo_nb_utils.playground import Playground
+from molmo_nb_utils.serving import (
+    ServerError,
+    compare_server,
+    free_port,
+    save_merged,
+    server_chat,
+    start_server,
+)
 from molmo_nb_utils.training import (
     TrainingError,
     encode_example,
@@ -149,10 +160,14 @@ __all__ = [
     "ModelLoadError",
     "OutOfMemoryAdvice",
     "PAPER_SCORES",
+    "PictureMasks",
     "Playground",
     "Point",
     "REPO_ROOT",
     "SAM2_SIZES",
+    "Segmentation",
+    "SegmenterLoadError",
+    "ServerError",
     "T4_GIB",
     "T4_MEMORY_BYTES",
     "TrainingError",
@@ -163,6 +178,7 @@ __all__ = [
     "benchmark_sources",
     "chat",
     "chunk_vision",
+    "compare_server",
     "count_parameters",
     "count_points",
     "count_prompt_tokens",
@@ -185,6 +201,7 @@ __all__ = [
     "fine_tune",
     "format_points",
     "frame_grid",
+    "free_port",
     "gpu_budget_gb",
     "group_by_id",
     "group_by_image",
@@ -224,6 +241,7 @@ __all__ = [
     "run_dataset",
     "sample_frames",
     "save_coco",
+    "save_merged",
     "save_points",
     "score_benchmark",
     "score_points",
@@ -232,9 +250,11 @@ __all__ = [
     "segment",
     "segmenter_id",
     "segmenter_memory",
+    "server_chat",
     "show_video",
     "snap_times",
     "split_items",
+    "start_server",
     "stitch_windows",
     "suggest_settings",
     "to_coco",

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from transformers import TextStreamer
 
+from molmo_nb_utils.answer_display import ShortenedStreamer, shorten_for_display
 from molmo_nb_utils.checks import positive_int
 from molmo_nb_utils.grounding import Point, parse_points, parse_tracks
 from molmo_nb_utils.media import (
@@ -114,6 +114,7 @@ class Answer(str):
     ``images``: the images as the processor got them (upright RGB), in prompt order ("Image 1", ...);
     ``videos``: the ``VideoFrames`` shown of each video (frames, prompt times, frame indices);
     ``prompt_tokens``: the prompt's length; ``visual_tokens``: how much of it is image/video patches.
+    IPython shows a long answer shortened (``shorten_for_display``); the ``str`` keeps every character.
     """
 
     images: tuple[Image.Image, ...]
@@ -139,6 +140,10 @@ class Answer(str):
     def text(self) -> str:
         """The answer as a plain ``str``."""
         return str.__str__(self)
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:
+        """How IPython shows an answer (``display(answer)``, a cell's last line): its text, shortened."""
+        printer.text(shorten_for_display(self.text))
 
     @property
     def image_sizes(self) -> list[tuple[int, int]]:
@@ -350,9 +355,10 @@ def chat(
     """Ask Molmo2 about the images/videos in ``messages``; return the ``Answer`` (text + what it saw).
 
     ``messages`` is a list of turns, e.g. ``[user_message(image, text="How many coins?")]`` (a single
-    turn may be passed alone). With ``stream=True`` the answer is printed as it is written. Greedy
-    decoding by default, so answers are reproducible. ``fps``, ``max_frames`` and ``max_crops`` say how
-    the media are shown (``MediaSettings``; a run passes its own as ``**media.keywords()``).
+    turn may be passed alone). With ``stream=True`` the answer is printed as it is written (a long one
+    shortened, see ``answer_display``; the ``Answer`` returned is whole). Greedy decoding by default, so
+    answers are reproducible. ``fps``, ``max_frames`` and ``max_crops`` say how the media are shown
+    (``MediaSettings``; a run passes its own as ``**media.keywords()``).
     """
     media = MediaSettings(fps, max_frames, max_crops)
     if isinstance(messages, dict):
@@ -360,9 +366,7 @@ def chat(
     inputs, images, videos = _prepare(processor, messages, media)
     prompt_tokens, visual_tokens = int(inputs["input_ids"].shape[1]), visual_token_count(model, inputs)
     if stream:
-        generate_kwargs["streamer"] = TextStreamer(
-            processor.tokenizer, skip_prompt=True, skip_special_tokens=True
-        )
+        generate_kwargs["streamer"] = ShortenedStreamer(processor.tokenizer)
     output = _generate(
         model,
         inputs,

@@ -107,6 +107,7 @@ def test_colab_installs_the_package_with_extras_that_name_what_colab_lacks():
     assert wanted["06_fit_your_gpu.ipynb"] == {"quantization"}
     assert "quantization" in wanted["09_fine_tune.ipynb"]
     assert "supervision" in wanted["10_points_to_masks.ipynb"]
+    assert "serving" in wanted["13_serving.ipynb"]
     assert set().union(*wanted.values()) <= set(extras) - {"colab"}
     reader = _requirements("requirements.txt")
     assert set().union(*map(_names, extras.values())) <= reader

@@ -18,6 +18,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from molmo_nb_utils import loading
 from molmo_nb_utils.asking import Answer
 from molmo_nb_utils.dataset import export_coco, load_dataset, results_from_answers, true_masks, worked_answer
 from molmo_nb_utils.grounding import Point, format_points
@@ -235,6 +236,10 @@ def test_load_segmenter_tiny_builds_it_offline(monkeypatch, tmp_path):
 def test_a_segmenter_that_cannot_be_loaded_says_what_to_do(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(SegmenterLoadError, match="Hub is not reachable.*set MOLMO_SEGMENTER_ID=tiny"):
+        load_segmenter("nobody/no-such-sam")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(loading, "_hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(SegmenterLoadError, match=r"Hub is not reachable from this machine \(no network\)"):
         load_segmenter("nobody/no-such-sam")
 
 

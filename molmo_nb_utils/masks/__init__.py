@@ -48,13 +48,13 @@ from molmo_nb_utils.masks.segmenting import (
 )
 
 __all__ = [
-    "SEGMENTER_ENV",
     "Backend",
     "Mask",
     "MaskScore",
     "PictureMasks",
-    "SegmenterLoadError",
+    "SEGMENTER_ENV",
     "Segmentation",
+    "SegmenterLoadError",
     "VideoMaskScore",
     "check_mask_sizes",
     "disc_mask",

@@ -41,8 +41,8 @@ BACKENDS: tuple[Backend, ...] = (SAM2,)
 
 __all__ = [
     "BACKENDS",
-    "SegmenterLoadError",
     "Segmentation",
+    "SegmenterLoadError",
     "load_segmenter",
     "prompt_frames",
     "segment",

@@ -4,8 +4,9 @@ Why: a point that Molmo2 returns is only useful if it is drawn on the very pixel
 at, at the time the model was told. One module per job:
 
 * ``images``: ``load_image`` (upright by EXIF, RGB, huge photos decoded smaller or refused),
-  ``image_size``, the size a reader's true points are given in, and the two rules it applies
-  (``image_orientation``, ``rgb_image``), which masks drawn on a photo follow too.
+  ``image_size``, the size a reader's true points are given in, ``image_orientation`` (the stored size
+  and EXIF orientation, for masks drawn on the stored pixels) and ``rgb_image`` (load_image's colour
+  rule without the turn: 16-bit scaled, transparency on white).
 * ``plan``: THE sampling rule (``frame_times``, ``planned_frames``: ``molmo_utils``' rule, no video
   needed) and ``FramePlan``, which frames a run showed, worked out once and carried.
 * ``reader``: a video file's facts (``VideoInfo``, upright size and rotation), the frame on screen
