@@ -96,6 +96,7 @@ from molmo_nb_utils.masks import (
     video_mask_scores,
 )
 from molmo_nb_utils.media import (
+    MediaSettings,
     VideoFrames,
     VideoInfo,
     load_image,
@@ -155,6 +156,7 @@ __all__ = [
     "ItemResult",
     "KNOWN_CONFIGS",
     "LongVideoAnswer",
+    "MediaSettings",
     "ModelLoadError",
     "OutOfMemoryAdvice",
     "PAPER_SCORES",

@@ -40,7 +40,7 @@ from molmo_nb_utils.dataset import (
     worst_items,
 )
 from molmo_nb_utils.grounding import Point
-from molmo_nb_utils.media import load_image
+from molmo_nb_utils.media import MediaSettings, load_image
 from molmo_nb_utils.paths import INPUT_DIR, REPO_ROOT
 
 SAMPLE = INPUT_DIR / "coin_table.json"
@@ -349,7 +349,7 @@ def test_resuming_with_other_settings_or_prompts_is_refused(tmp_path):
     out = tmp_path / "out.jsonl"
     run_dataset(None, None, items[:1], out, prompt="Point.", ask=FakeAsk())
     with pytest.raises(ValueError, match=r"other settings \(fps: 2\.0 there, 8\.0 now\).*new results file"):
-        run_dataset(None, None, items, out, prompt="Point.", fps=8.0, ask=FakeAsk())
+        run_dataset(None, None, items, out, prompt="Point.", media=MediaSettings(fps=8.0), ask=FakeAsk())
     with pytest.raises(ValueError, match=r"other settings \(prompt: 'Point\.' there, 'Count\.' now\)"):
         run_dataset(None, None, items, out, prompt="Count.", ask=FakeAsk())
     own = [DatasetItem(items[0].key, items[0].path, "image", prompt="Track.")]
