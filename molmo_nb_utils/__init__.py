@@ -12,6 +12,7 @@ from molmo_nb_utils.asking import (
     user_message,
     visual_token_count,
 )
+from molmo_nb_utils.constrain import Constraint, answer_pattern
 from molmo_nb_utils.dataset import (
     COIN_DIAMETERS,
     ItemResult,
@@ -110,6 +111,7 @@ from molmo_nb_utils.segmentation import (
     segmenter_id,
     segmenter_memory,
 )
+from molmo_nb_utils.tiny import is_tiny_molmo2
 from molmo_nb_utils.training import (
     TrainingError,
     encode_example,
@@ -124,6 +126,7 @@ from molmo_nb_utils.vision_chunks import VISION_CHUNK, chunk_vision
 __all__ = [
     "Answer",
     "COIN_DIAMETERS",
+    "Constraint",
     "DownloadError",
     "INPUT_DIR",
     "ItemResult",
@@ -140,6 +143,7 @@ __all__ = [
     "VISION_CHUNK",
     "VideoFrames",
     "VideoInfo",
+    "answer_pattern",
     "atomic_path",
     "chat",
     "chunk_vision",
@@ -168,6 +172,7 @@ __all__ = [
     "group_by_id",
     "group_by_image",
     "hardware_report",
+    "is_tiny_molmo2",
     "load_adapter",
     "load_dataset",
     "load_ground_truth",

@@ -37,7 +37,9 @@ from molmo_nb_utils.constrain import (
     with_constraint,
 )
 from molmo_nb_utils.constrain.grammar import COUNT_OPENING, COUNT_TOTAL, NONE_ANSWER
+from molmo_nb_utils.dataset import run_dataset
 from molmo_nb_utils.media import sample_frames
+from molmo_nb_utils.playground import Playground
 
 IMAGE, IMAGES = (
     INPUT_DIR / "coins.jpg",
@@ -129,7 +131,8 @@ def test_constrain_values():
     exact = Constraint("count", exact_total=True)
     assert as_constraint(exact) is exact and as_constraint(exact.name) == exact
     assert as_constraint("points, no none") == Constraint("points", allow_none=False)
-    for bad in ("pointing", 3, "count, exactly"):
+    assert as_constraint("Track") == Constraint("tracks") and as_constraint("point") == Constraint("points")
+    for bad in ("segment", 3, "count, exactly"):
         with pytest.raises(ValueError, match="constrain must be"):
             as_constraint(bad)
     with pytest.raises(ValueError, match="exact_total"):
@@ -360,6 +363,9 @@ def test_one_answer_at_a_time_too(tiny_model):
         assert _valid(str(answer), Constraint("count"), Question(images=1)), str(answer)
     with pytest.raises(ValueError, match="beam search"):
         chat(model, processor, message, constrain="points", num_beams=2)
+    # another processor that rules out what the grammar needs (here the end, before 30 tokens): the grammar wins
+    answer = chat(model, processor, message, max_new_tokens=40, constrain="points", min_new_tokens=30)
+    assert _valid(str(answer), Constraint("points"), Question(images=1)), str(answer)
 
 
 def test_several_samples_of_one_question(tiny_model):
@@ -447,3 +453,35 @@ def test_an_answer_that_parses_is_unchanged_token_for_token(taught):
         kwargs = with_constraint(model, processor, Constraint("points"), [Question(images=1)], length, {})
         tight = model.generate(**inputs, max_new_tokens=length, do_sample=False, **kwargs)[0, width:]
         assert torch.equal(tight, free[:length])
+
+
+# ---------------------------------------------------------------------------------------------
+# run_dataset and the playground
+
+
+def test_run_dataset_records_only_answers_that_parse(tiny_model, tmp_path):
+    model, processor = tiny_model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # table_01 has no coins, and says so
+        items = load_dataset(INPUT_DIR / "coin_table.json")[:3]
+    path = tmp_path / "run.jsonl"
+    forced = Constraint("points", allow_none=False)
+    results = run_dataset(model, processor, items, path, max_new_tokens=40, batch_size=2, constrain=forced)
+    assert [r.error for r in results] == [None] * 3
+    assert all(r.points and not r.skipped for r in results), [r.answer for r in results]
+    assert {r.settings["constrain"] for r in results} == {"points, no none"}
+    with pytest.raises(ValueError, match="other settings .constrain"):
+        run_dataset(
+            model, processor, items, path, max_new_tokens=40
+        )  # unconstrained answers are not mixed in
+
+
+def test_the_playground_constrains_each_task(tiny_model, capsys):
+    model, processor = tiny_model
+    playground = Playground(model, processor, constrain=True)
+    assert playground.constrain.value
+    playground.task.value = "count"
+    answer = playground.run()
+    assert _valid(str(answer), Constraint("count"), Question(images=1)), str(answer)
+    playground.constrain.value = False
+    assert "Points found" in capsys.readouterr().out

@@ -20,6 +20,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 TASKS = ("points", "count", "tracks")
+# Other names a reader may reach for, each meaning one of TASKS (the playground's task names among them)
+_TASK_NAMES = {
+    "point": "points",
+    "pointing": "points",
+    "counting": "count",
+    "track": "tracks",
+    "tracking": "tracks",
+}
 NONE_ANSWER = "There are none."
 COUNT_OPENING = "Counting the "
 COUNT_TOTAL = " shows a total of "
@@ -88,6 +96,7 @@ def as_constraint(value: object) -> Constraint | None:
         if value == "tags":
             return Constraint()
         task, *options = [part.strip() for part in value.split(",")]
+        task = _TASK_NAMES.get(task.lower(), task.lower())
         unknown = set(options) - {"exact total", "no none"}
         if not unknown:  # the names a results file records (Constraint.name) read back
             return Constraint(task, exact_total="exact total" in options, allow_none="no none" not in options)

@@ -8,7 +8,7 @@ Why each rule is here:
   a way to finish, so the fewest is no more than it needs.
 * The end-of-answer tokens are allowed exactly where the answer is complete, and only the ids that
   ``generate`` stops on: a row that has ended is padded by ``generate`` and left alone.
-* Every other logit keeps its value: the model's choice among the allowed tokens is unchanged, so a
+* Every allowed logit keeps its value: the model's choice among the allowed tokens is unchanged, so a
   greedy answer that already follows the grammar comes out token for token the same, and sampling
   (temperature, top-k, top-p, which ``generate`` applies after this processor) samples from the
   model's own distribution restricted to valid continuations.
@@ -187,10 +187,14 @@ class ConstrainedAnswers(LogitsProcessor):
             for row, token in zip(self.rows, input_ids[:, -1].tolist(), strict=True):
                 self._advance(row, token)
         budget = self.max_new_tokens - (input_ids.shape[1] - self.width) - 1
-        masks = [
-            self._mask(*self._allowed(row, budget), scores.shape[-1], scores.device) for row in self.rows
-        ]
-        return scores.masked_fill(~torch.stack(masks), -float("inf"))
+        masks = torch.stack(
+            [self._mask(*self._allowed(row, budget), scores.shape[-1], scores.device) for row in self.rows]
+        )
+        masked = scores.masked_fill(~masks, -float("inf"))
+        # Another processor before this one (min_new_tokens, bad_words_ids, ...) may have ruled out every token
+        # the grammar allows: then the grammar wins, its tokens equally likely, so the answer still parses.
+        stuck = ~torch.isfinite(masked).any(-1, keepdim=True)
+        return torch.where(stuck & masks, torch.zeros_like(masked), masked)
 
 
 def _pattern(constraint: Constraint, question: Question) -> str:

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from molmo_nb_utils.asking import DEFAULT_MAX_NEW_TOKENS, Answer, chat, chat_batch, user_message
 from molmo_nb_utils.checks import positive_int, positive_int_or_none
+from molmo_nb_utils.constrain import as_constraint
 from molmo_nb_utils.dataset.items import DatasetItem, check_items, file_identity, item_prompt, same_file
 from molmo_nb_utils.dataset.results import (
     ItemResult,
@@ -63,6 +64,7 @@ class RunSettings:
     fps: float | None = DEFAULT_FPS
     max_frames: int = DEFAULT_MAX_FRAMES
     max_crops: int | None = None
+    constrain: str | None = None  # Constraint.name: constrained answers are another run's answers
 
     @classmethod
     def for_model(
@@ -74,6 +76,7 @@ class RunSettings:
         fps: float | None = DEFAULT_FPS,
         max_frames: int = DEFAULT_MAX_FRAMES,
         max_crops: int | None = None,
+        constrain: Any = None,
     ) -> RunSettings:
         """The settings of a run of ``model``: its identity (weights read once) and the asking knobs."""
         positive_int(max_new_tokens, "max_new_tokens")
@@ -92,7 +95,12 @@ class RunSettings:
             fps=fps,
             max_frames=max_frames,
             max_crops=max_crops,
+            constrain=None if (constraint := as_constraint(constrain)) is None else constraint.name,
         )
+
+    def constraint(self) -> dict[str, Any]:
+        """``constrain=`` for ``chat``/``chat_batch`` when the run has one (stand-ins in tests need not know it)."""
+        return {} if self.constrain is None else {"constrain": self.constrain}
 
     def record(self) -> dict[str, Any]:
         """The settings as every line of the results file stores them."""
@@ -191,6 +199,7 @@ def run_dataset(
     batch_size: int = 1,
     ask: Callable[..., Answer] = chat,
     ask_batch: Callable[..., list[Answer]] = chat_batch,
+    constrain: Any = None,
 ) -> list[ItemResult]:
     """Ask about every item, appending one JSON line per item to ``results_path``; return all results.
 
@@ -206,6 +215,7 @@ def run_dataset(
     file fails on its own. ``ask`` and ``ask_batch`` are called like ``chat`` and ``chat_batch``
     (tests pass stand-ins). The results come back in the order of ``items``, one per item answered
     so far. A file of another model (other weights, adapter, precision) or settings is refused, not mixed.
+    ``constrain`` is ``chat``'s (e.g. "points": every answer parses), recorded with the settings.
     """
     settings = RunSettings.for_model(
         model,
@@ -214,6 +224,7 @@ def run_dataset(
         fps=fps,
         max_frames=max_frames,
         max_crops=max_crops,
+        constrain=constrain,
     )
     return run_items(
         model,
@@ -308,6 +319,7 @@ def _ask_batch(
             fps=settings.fps,
             max_frames=settings.max_frames,
             max_crops=settings.max_crops,
+            **settings.constraint(),
         )
         share = (time.perf_counter() - start) / len(batch)
         return [
@@ -331,6 +343,7 @@ def _ask_one(model, processor, item: DatasetItem, settings: RunSettings, ask) ->
             fps=settings.fps,
             max_frames=settings.max_frames,
             max_crops=settings.max_crops,
+            **settings.constraint(),
         )
         return make_result(item, prompt, settings, answer, time.perf_counter() - start)
     except Exception as error:
