@@ -110,7 +110,12 @@ def test_colab_installs_only_what_colab_lacks_and_we_list():
     assert extras["06_fit_your_gpu.ipynb"] == {"bitsandbytes"}
     assert "peft" in extras["09_fine_tune.ipynb"]
     assert extras["10_points_to_masks.ipynb"] == {"supervision"}
+    for name in ("03_pointing.ipynb", "04_video_pointing.ipynb", "05_video_tracking.ipynb"):  # constrain=
+        assert extras[name] == {"outlines-core"}
     assert {n for n, x in extras.items() if x} == {
+        "03_pointing.ipynb",
+        "04_video_pointing.ipynb",
+        "05_video_tracking.ipynb",
         "06_fit_your_gpu.ipynb",
         "09_fine_tune.ipynb",
         "10_points_to_masks.ipynb",

@@ -117,8 +117,13 @@ def prefixes(images: int, timestamps: Sequence[float] | None) -> list[str]:
     return [str(i) for i in range(1, images + 1)]
 
 
+def _literal(text: str) -> str:
+    """``text`` as a regex that matches it, spaces left as they are (some regex engines reject an escaped space)."""
+    return re.escape(text).replace("\\ ", " ")
+
+
 def _alternation(words: Sequence[str]) -> str:
-    return "(?:" + "|".join(re.escape(w) for w in sorted(words, key=lambda w: (len(w), w))) + ")"
+    return "(?:" + "|".join(_literal(w) for w in sorted(words, key=lambda w: (len(w), w))) + ")"
 
 
 def tag_pattern(tag: str, group_prefixes: Sequence[str]) -> str:
@@ -160,7 +165,7 @@ def answer_pattern(
         raise ValueError("constrain='tracks' is for video questions: tracks are points over time")
     if constraint.task == "count":
         points = tag_pattern("points", found)
-        shape = f"{re.escape(COUNT_OPENING)}{points}{re.escape(COUNT_TOTAL)}{_TOTAL}\\."
+        shape = f"{_literal(COUNT_OPENING)}{points}{_literal(COUNT_TOTAL)}{_TOTAL}\\."
     else:
         shape = tag_pattern(constraint.task, found)
     return _either(shape, constraint)
@@ -168,7 +173,7 @@ def answer_pattern(
 
 def _either(shape: str, constraint: Constraint) -> str:
     """``shape``, or "There are none." where the constraint allows it."""
-    return f"(?:{shape}|{re.escape(NONE_ANSWER)})" if constraint.allow_none else f"(?:{shape})"
+    return f"(?:{shape}|{_literal(NONE_ANSWER)})" if constraint.allow_none else f"(?:{shape})"
 
 
 def counting_head(
@@ -179,7 +184,7 @@ def counting_head(
     found = prefixes(images, timestamps)
     if not found:
         return answer_pattern(constraint, images=images, timestamps=timestamps)  # raises
-    return _either(f"{re.escape(COUNT_OPENING)}{tag_pattern('points', found)}", constraint)
+    return _either(f"{_literal(COUNT_OPENING)}{tag_pattern('points', found)}", constraint)
 
 
 def total_text(count: int) -> str:

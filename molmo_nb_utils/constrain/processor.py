@@ -75,7 +75,6 @@ class _Row:
     exact_total: bool
     margin: int = 0  # exact total: room kept for the rest after </points>
     state: int | None = None  # None: ended (or left the pattern: then it is left alone)
-    tokens: int = 0
     text: bytearray = field(default_factory=bytearray)
     tail: bytes | None = None  # exact total: what is left to write after </points>
 
@@ -86,10 +85,9 @@ class ConstrainedAnswers(LogitsProcessor):
     Build it with ``answer_processor``; it serves one ``generate`` call (it remembers where the prompts end).
     """
 
-    def __init__(
-        self, rows: Sequence[_Row], vocab: TokenBytes, max_new_tokens: int, device_masks: bool = True
-    ) -> None:
-        self.rows = list(rows)
+    def __init__(self, rows: Sequence[_Row], vocab: TokenBytes, max_new_tokens: int) -> None:
+        self.questions = list(rows)  # one per question; ``rows`` are the answers of the current generate call
+        self.rows: list[_Row] = []
         self.vocab = vocab
         self.max_new_tokens = max_new_tokens
         self.width: int | None = None
@@ -101,22 +99,18 @@ class ConstrainedAnswers(LogitsProcessor):
     def _start(self, input_ids: torch.Tensor) -> None:
         self.width = input_ids.shape[1]
         batch = input_ids.shape[0]
-        if batch != len(self.rows):
-            if batch % len(self.rows):
-                raise ValueError(f"constrained generation got {batch} rows for {len(self.rows)} questions")
-            copies = batch // len(self.rows)  # num_return_sequences: each question's answers side by side
-            self.rows = [
-                _Row(r.automaton, r.question, r.exact_total, r.margin)
-                for r in self.rows
-                for _ in range(copies)
-            ]
-        for row in self.rows:
-            row.state = row.automaton.initial
+        if batch % len(self.questions):
+            raise ValueError(f"constrained generation got {batch} rows for {len(self.questions)} questions")
+        copies = batch // len(self.questions)  # num_return_sequences: each question's answers side by side
+        self.rows = [
+            _Row(q.automaton, q.question, q.exact_total, q.margin, q.automaton.initial)
+            for q in self.questions
+            for _ in range(copies)
+        ]
 
     def _advance(self, row: _Row, token: int) -> None:
         if row.state is None:
             return
-        row.tokens += 1
         if token in self.vocab.eos:
             row.state = None
             return
@@ -145,13 +139,14 @@ class ConstrainedAnswers(LogitsProcessor):
 
     # --- what may come next ------------------------------------------------------------------
 
-    def _allowed(self, row: _Row, budget: int) -> tuple[tuple, np.ndarray | None]:
-        """A cache key and the token ids allowed for ``row`` with ``budget`` tokens left after this one."""
+    def _allowed(self, row: _Row, budget: int) -> tuple[tuple, np.ndarray | None, bool]:
+        """A cache key, the token ids allowed for ``row`` with ``budget`` tokens left after this one (None: any),
+        and whether the answer may end here."""
         if row.state is None:
-            return ("free",), None
+            return ("free",), None, False
         if row.tail is not None:
             if not row.tail:
-                return ("eos",), self._eos
+                return ("eos",), np.zeros(0, dtype=np.int64), True
             ids = _ids_by_bytes(self.vocab)
             found = [
                 i
@@ -159,15 +154,14 @@ class ConstrainedAnswers(LogitsProcessor):
                 if _shortest(row.tail[end:], self.vocab) <= budget
                 for i in ids.get(row.tail[:end], ())
             ]
-            return ("tail", row.tail, budget), np.array(sorted(found), dtype=np.int64)
+            return ("tail", row.tail, budget), np.array(found, dtype=np.int64), False
         automaton, state = row.automaton, row.state
         budget, ids = automaton.allowed(state, budget - row.margin)
-        final = state in automaton.complete and not (row.exact_total and row.text.endswith(_CLOSED))
-        if final:
-            ids = np.union1d(ids, self._eos)
-        return (id(automaton), state, budget, final), ids
+        end = state in automaton.complete and not (row.exact_total and row.text.endswith(_CLOSED))
+        return (id(automaton), state, budget, end), ids, end
 
-    def _mask(self, key: tuple, ids: np.ndarray | None, width: int, device: torch.device) -> torch.Tensor:
+    def _mask(self, key: tuple, ids: np.ndarray | None, end: bool, width: int, device) -> torch.Tensor:
+        """The allowed tokens as a boolean row of ``width``, built once per key and generate call."""
         mask = self._masks.get(key)
         if mask is None:
             if ids is None:
@@ -175,6 +169,8 @@ class ConstrainedAnswers(LogitsProcessor):
             else:
                 mask = torch.zeros(width, dtype=torch.bool)
                 mask[torch.from_numpy(ids[ids < width])] = True
+                if end:
+                    mask[torch.from_numpy(self._eos[self._eos < width])] = True
             mask = mask.to(device)
             if key[0] != "tail":
                 self._masks[key] = mask
@@ -193,8 +189,10 @@ class ConstrainedAnswers(LogitsProcessor):
         masked = scores.masked_fill(~masks, -float("inf"))
         # Another processor before this one (min_new_tokens, bad_words_ids, ...) may have ruled out every token
         # the grammar allows: then the grammar wins, its tokens equally likely, so the answer still parses.
-        stuck = ~torch.isfinite(masked).any(-1, keepdim=True)
-        return torch.where(stuck & masks, torch.zeros_like(masked), masked)
+        stuck = masked.amax(-1) == -float("inf")
+        if stuck.any():
+            masked[stuck] = torch.zeros_like(masked[stuck]).masked_fill(~masks[stuck], -float("inf"))
+        return masked
 
 
 def _pattern(constraint: Constraint, question: Question) -> str:
