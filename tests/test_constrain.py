@@ -347,9 +347,8 @@ def test_sampled_answers_of_the_tiny_model_always_parse(tiny_model, kind, media,
                 assert not skipped, (str(answer), skipped)
     with capsys.disabled():
         rates = ", ".join(f"{name} {sum(v)}/{len(v)}" for name, v in free_parsed.items())
-        print(
-            f"\n{kind}: {parsed}/{asked} constrained answers valid; the same without the constraint: {rates}"
-        )
+        print(f"\n{kind}: {parsed}/{asked} constrained answers valid; the same without the constraint: {rates}; "
+              f"constrain='count' answers whose total equals their points: {sum(totals)}/{len(totals)}")  # fmt: skip
     assert parsed == asked
 
 

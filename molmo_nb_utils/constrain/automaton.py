@@ -5,7 +5,13 @@ Why outlines-core: it turns a regex into a token-level automaton over the tokeni
 the whole automaton in hand, the fewest tokens that still complete an answer from any state is a
 breadth-first search, so the processor can keep exactly enough room to close the tags before
 ``max_new_tokens`` runs out, and never cut an answer that would have fitted. xgrammar's matcher
-answers only "which tokens next", so that reserve would be a guess (the benchmark compares both).
+answers only "which tokens next": its reserve would have to be a bound (every byte a token), which
+cuts in early on answers that would have fitted, so a valid answer near the budget would change.
+
+Measured by ``scripts/benchmark_constrained.py`` on a 152k-token byte-level BPE trained offline (a
+shared 2-core CPU, load 6 to 9, so the figures are rough): outlines-core compiles a question's
+pattern in 2 to 4 s (once per shape: cached) against xgrammar's 0.02 to 0.4 s, and its mask step then
+takes 0.4 to 0.7 ms a token against xgrammar's 0.8 to 0.9 ms, about one softmax over the logits.
 """
 
 from __future__ import annotations

@@ -103,8 +103,12 @@ class RunSettings:
         return {} if self.constrain is None else {"constrain": self.constrain}
 
     def record(self) -> dict[str, Any]:
-        """The settings as every line of the results file stores them."""
-        return asdict(self)
+        """The settings as every line of the results file stores them (``constrain`` only when given, so the
+        files of unconstrained runs stay as they were)."""
+        record = asdict(self)
+        if record["constrain"] is None:
+            del record["constrain"]
+        return record
 
 
 def make_result(
