@@ -1,24 +1,42 @@
 # Two commands for readers: `make lab` (set up, open the notebooks) and `make test` (set up, run
 # every test and every notebook on a tiny offline model). The rest are helpers.
 VENV ?= .venv
+# The reader's requirements alone, nothing from requirements-dev.txt: `make test` runs every lesson in it.
+READER_VENV ?= .venv-reader
 PY := $(VENV)/bin/python
-NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg --nbval-cell-timeout 900
+# Versions known to pass (what CI installed when the suite last passed). `make test-latest` tries the newest
+# releases the requirements allow instead; `make lock` refreshes this file from them once the suite passes.
+CONSTRAINTS ?= constraints.txt
+PIP := -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
+# Lessons run in a kernel of READER_VENV (found through JUPYTER_PATH), so a lesson needing a package only the
+# tests install fails as it would for a reader.
+NBVAL := --nbval-lax --nbval-kernel-name molmo-reader --nbval-sanitize-with tests/sanitize.cfg --nbval-cell-timeout 900
 
-.PHONY: setup dev lab test tiny run-all gpu-check lint readme clean
+.PHONY: setup dev reader lab test test-latest lock tiny serve run-all gpu-check lint readme clean
 
 # What a reader needs (requirements.txt, the package); `dev` adds the tests and tools.
 setup: $(VENV)/.installed
 dev: $(VENV)/.dev-installed
+reader: $(READER_VENV)/.installed
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) $(PIP) -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
-	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) $(PIP) -r requirements-dev.txt
+	touch $@
+
+$(READER_VENV)/.installed: requirements.txt pyproject.toml $(CONSTRAINTS)
+	test -x $(READER_VENV)/bin/python || python3 -m venv $(READER_VENV)
+	$(READER_VENV)/bin/python -m pip install -q --upgrade pip
+	$(READER_VENV)/bin/python $(PIP) -r requirements.txt
+	$(READER_VENV)/bin/python -m pip install -q --no-deps -e .
+	$(READER_VENV)/bin/python -m ipykernel install --prefix $(READER_VENV) --name molmo-reader \
+		--display-name "Molmo2 (requirements.txt only)" >/dev/null
 	touch $@
 
 # `make lab MOLMO_MODEL_ID=tiny` (or run-all) uses the tiny offline model.
@@ -37,8 +55,29 @@ lab: setup $(MODEL_DEPS)
 
 # One process per core (pytest-xdist; a notebook's cells stay in one worker), one thread each: the tiny
 # model's tensors are too small for threads to pay, and several threaded workers would fight for the cores.
-test: dev
-	OMP_NUM_THREADS=1 $(PY) -m pytest tests notebooks -n auto --dist loadscope $(NBVAL)
+test: dev reader
+	OMP_NUM_THREADS=1 JUPYTER_PATH=$(abspath $(READER_VENV))/share/jupyter \
+		$(PY) -m pytest tests notebooks -n auto --dist loadscope $(NBVAL)
+
+# The same tests on the newest releases the requirements allow, in environments of their own.
+test-latest:
+	$(MAKE) test VENV=.venv-latest READER_VENV=.venv-latest-reader CONSTRAINTS=
+
+# Refresh constraints.txt: written only after the whole suite passed on the newest releases.
+lock: test-latest
+	.venv-latest/bin/python scripts/write_constraints.py .venv-latest .venv-latest-reader --out constraints.txt
+
+# `make serve` prints the plain `transformers serve ...` line for MOLMO_MODEL_ID (tiny too) and runs it, on
+# 127.0.0.1 unless HOST says otherwise. PRECISION: auto (as load_model picks it), float32, bfloat16, float16, 8bit,
+# 4bit; CONTINUOUS_BATCHING=1; VIDEO_FIX=1 lets Molmo2 be asked about videos (molmo_nb_utils/serving/molmo2_video.py).
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PRECISION ?= auto
+CONTINUOUS_BATCHING ?= 0
+VIDEO_FIX ?= 0
+serve: setup $(MODEL_DEPS)
+	$(PY) -m molmo_nb_utils.serving --model "$(MOLMO_MODEL_ID)" --host $(HOST) --port $(PORT) --precision $(PRECISION) \
+		$(if $(filter 1,$(CONTINUOUS_BATCHING)),--continuous-batching) $(if $(filter 1,$(VIDEO_FIX)),--video-fix)
 
 tiny: setup
 	$(PY) -m molmo_nb_utils.tiny downloaded_data/tiny-molmo2

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from transformers import TextStreamer
 
+from molmo_nb_utils.answer_display import ShortenedStreamer, shorten_for_display
 from molmo_nb_utils.checks import positive_int, positive_int_or_none
 from molmo_nb_utils.constrain import Question, as_constraint, with_constraint
 from molmo_nb_utils.grounding import Point, nearest_index, parse_points, parse_tracks, snap_times
@@ -46,18 +46,34 @@ class OutOfMemoryAdvice(RuntimeError):
     """The GPU ran out of memory during generation; the message says what to try next."""
 
 
-def user_message(*media: Any, text: str) -> dict[str, Any]:
+def user_message(*media: Any, text: str | None = None) -> dict[str, Any]:
     """One user turn: the images and/or video, then the question, as Molmo2's chat format wants.
 
     Each of ``media`` is an image (a PIL image, an RGB array, or the path or URL of an image file),
     a video (the path or URL of a video file, told apart by its suffix, e.g. ``.mp4``, or the
     ``VideoFrames`` of ``sample_frames``) or a ready content item (a dict). The chat template puts
-    all media before the text, whatever the order here.
+    all media before the text, whatever the order here. The question is the keyword ``text``.
     """
+    if text is None:
+        question = next((m for m in media if isinstance(m, str) and _looks_like_text(m)), None)
+        example = repr(question) if question is not None else "'Point to the coins.'"
+        raise TypeError(
+            f"user_message needs the question as text=..., after the pictures: user_message(image, text={example})"
+            + (f"; {question!r} was given as a picture or video" if question is not None else "")
+        )
     if not isinstance(text, str):
         raise TypeError(f"text must be the question as a str, got {type(text).__name__}")
     content = [_content_item(item) for item in media]
     return {"role": "user", "content": [*content, {"type": "text", "text": text}]}
+
+
+def _looks_like_text(item: str) -> bool:
+    """A question rather than a file: no file of that name, and not a URL or a name with an image or
+    video suffix ("Point to the coins." ends in a dot, not in a suffix)."""
+    if urllib.parse.urlsplit(item).scheme.lower() in ("http", "https") or Path(item).exists():
+        return False
+    suffix = Path(item).suffix.lower()
+    return " " in item or not suffix or suffix == "."
 
 
 def _content_item(item: Any) -> dict[str, Any]:
@@ -91,6 +107,7 @@ class Answer(str):
     ``images``: the images as the processor got them (upright RGB), in prompt order ("Image 1", ...);
     ``videos``: the ``VideoFrames`` shown of each video (frames, prompt times, frame indices);
     ``prompt_tokens``: the prompt's length; ``visual_tokens``: how much of it is image/video patches.
+    IPython shows a long answer shortened (``shorten_for_display``); the ``str`` keeps every character.
     """
 
     images: tuple[Image.Image, ...]
@@ -116,6 +133,10 @@ class Answer(str):
     def text(self) -> str:
         """The answer as a plain ``str``."""
         return str.__str__(self)
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:
+        """How IPython shows an answer (``display(answer)``, a cell's last line): its text, shortened."""
+        printer.text(shorten_for_display(self.text))
 
     @property
     def image_sizes(self) -> list[tuple[int, int]]:
@@ -346,8 +367,9 @@ def chat(
     """Ask Molmo2 about the images/videos in ``messages``; return the ``Answer`` (text + what it saw).
 
     ``messages`` is a list of turns, e.g. ``[user_message(image, text="How many coins?")]`` (a single
-    turn may be passed alone). With ``stream=True`` the answer is printed as it is written. Greedy
-    decoding by default, so answers are reproducible. ``constrain="points"``, ``"count"`` or
+    turn may be passed alone). With ``stream=True`` the answer is printed as it is written (a long one
+    shortened, see ``answer_display``; the ``Answer`` returned is whole). Greedy decoding by default, so
+    answers are reproducible. ``constrain="points"``, ``"count"`` or
     ``"tracks"`` keeps the answer in that task's shape of Molmo2's grammar (``True``: free text whose
     tags are closed), so its points always parse; an answer that already did is not changed
     (``molmo_nb_utils.constrain``).
@@ -360,9 +382,7 @@ def chat(
     )
     prompt_tokens, visual_tokens = int(inputs["input_ids"].shape[1]), visual_token_count(model, inputs)
     if stream:
-        generate_kwargs["streamer"] = TextStreamer(
-            processor.tokenizer, skip_prompt=True, skip_special_tokens=True
-        )
+        generate_kwargs["streamer"] = ShortenedStreamer(processor.tokenizer)
     output = _generate(
         model,
         inputs,

@@ -26,7 +26,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor,
 from molmo_nb_utils.architecture import SIXTEEN_BIT_MODULES
 from molmo_nb_utils.memory import choose_quantization, gpu_budget_gb
 from molmo_nb_utils.paths import REPO_ROOT
-from molmo_nb_utils.tiny import TINY_NAME, TinyModelError, build_tiny_molmo2, tiny_model_dir
+from molmo_nb_utils.tiny import TINY_NAME, TinyModelError, build_tiny_molmo2, is_tiny_molmo2, tiny_model_dir
 from molmo_nb_utils.vision_chunks import VISION_CHUNK, check_vision_chunk, chunk_vision
 
 DEFAULT_MODEL_ID = "allenai/Molmo2-4B"
@@ -80,16 +80,28 @@ def hardware_report() -> str:
             lines.append("This GPU has no bfloat16, so the model runs in float16.")
     else:
         lines.append("No GPU found: running on the CPU in float32.")
-        if model_id() == TINY_NAME or Path(model_id()).is_dir():
-            lines.append(
-                "The model is a local folder (the tiny test model?): every cell will run, answers are noise."
-            )
-        else:
-            lines.append(
-                "Molmo2-4B on a CPU takes minutes per answer and ~20 GB of RAM: images are slow but possible, "
-                "videos are not practical. Use a GPU runtime, or try the tiny model (see README)."
-            )
+    if is_tiny_model(model_id()):
+        lines.append(
+            "This is the tiny random test model that MOLMO_MODEL_ID=tiny asks for: every cell runs, on a CPU "
+            "too, and its answers are noise."
+        )
+    elif hw.device != "cuda":
+        lines.append(
+            "Molmo2-4B on a CPU takes minutes per answer and ~20 GB of RAM: images are slow but possible, "
+            "videos are not practical. Use a GPU runtime, or try the tiny model (see README)."
+        )
     return "\n".join(lines)
+
+
+def is_tiny_model(name: str) -> bool:
+    """Whether the model ``name`` is the tiny random test model: the name ``tiny``, or a folder it was built in
+    (``make lab MOLMO_MODEL_ID=tiny`` and the tests pass the folder)."""
+    if name.strip() == TINY_NAME and not Path(name).is_dir():  # as _resolve reads the name
+        return True
+    path = Path(name).expanduser()
+    if not path.is_dir() and not path.is_absolute():
+        path = REPO_ROOT / path  # notebooks run in notebooks/, paths in the README are from the repo root
+    return path.is_dir() and is_tiny_molmo2(path)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -126,32 +138,54 @@ def _resolve(name: str) -> tuple[str, bool]:
     """Return (what to pass to from_pretrained, local_files_only), or raise ModelLoadError."""
     if name.strip() == TINY_NAME and not Path(name).is_dir():  # a folder called "tiny" here stays a folder
         return str(_tiny_folder()), True
+    return resolve_source(name)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a kind of model comes from, for the messages of ``resolve_source``."""
+
+    variable: str = "MOLMO_MODEL_ID"  # the environment variable that names it
+    example: str = DEFAULT_MODEL_ID  # a Hub id of its kind
+    build_tiny: str = "python -m molmo_nb_utils.tiny"  # the command that builds its tiny test model
+    tiny: str = "a tiny random model built offline: every cell runs, answers are noise"
+
+
+MOLMO_SOURCE = ModelSource()
+
+
+def resolve_source(
+    name: str, source: ModelSource = MOLMO_SOURCE, error: type[OSError] = ModelLoadError
+) -> tuple[str, bool]:
+    """(what to pass to from_pretrained, local_files_only) for a local folder or a Hub id, or ``error``
+    saying plainly what is wrong: a folder without config.json, a folder that does not exist, or the Hub
+    out of reach with the model not in the cache (a quick check, not minutes of retries)."""
     path = Path(name).expanduser()
     if not path.is_dir() and not path.is_absolute() and (REPO_ROOT / path).is_dir():
         path = REPO_ROOT / path  # notebooks run in notebooks/, paths in the README are from the repo root
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ModelLoadError(
-                f"The folder {path} has no config.json, so it is not a saved model. Point MOLMO_MODEL_ID at the "
-                "folder that holds config.json, or build the tiny test model: python -m molmo_nb_utils.tiny"
+            raise error(
+                f"The folder {path} has no config.json, so it is not a saved model. Point {source.variable} at "
+                f"the folder that holds config.json, or build the tiny test model: {source.build_tiny}"
             )
         return str(path), True
     looks_like_path = name.startswith((".", "/", "~")) or name.count("/") != 1 or "\\" in name
     if looks_like_path:
-        raise ModelLoadError(
-            f"{name!r} is neither a model folder on this machine nor a Hub model id like 'allenai/Molmo2-4B'. "
-            "Check the path, or set MOLMO_MODEL_ID to a Hub id, to a folder with config.json, or to 'tiny' "
-            "(a tiny random model built offline: every cell runs, answers are noise)."
+        raise error(
+            f"{name!r} is neither a model folder on this machine (there is no folder {path}) nor a Hub model "
+            f"id like '{source.example}'. Check the path, or set {source.variable} to a Hub id, to a folder "
+            f"with config.json, or to 'tiny' ({source.tiny})."
         )
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
     if offline or not _hub_reachable():
         if isinstance(try_to_load_from_cache(name, "config.json"), str):
             return name, True
-        raise ModelLoadError(
+        raise error(
             f"Cannot load {name!r}: the Hugging Face Hub is not reachable from this machine "
-            f"({'HF_HUB_OFFLINE is set' if offline else 'no network'}) and the model is not in the local cache. "
-            "Connect to the internet and run again, or download it elsewhere and set MOLMO_MODEL_ID to its folder. "
-            "To try the notebooks offline, set MOLMO_MODEL_ID=tiny (a tiny random model, built on first use)."
+            f"({'HF_HUB_OFFLINE is set' if offline else 'no network'}) and the model is not in the local "
+            f"cache. Connect to the internet and run again, or download it elsewhere and set {source.variable} "
+            f"to its folder. To try the notebooks offline, set {source.variable}=tiny ({source.tiny})."
         )
     return name, False
 

@@ -34,9 +34,9 @@ from molmo_nb_utils.drawing import (
     show_video,
 )
 from molmo_nb_utils.grounding import count_points, group_by_id
+from molmo_nb_utils.masks import load_segmenter, segment
 from molmo_nb_utils.media import DEFAULT_FPS, TRACKING_FPS, load_image, video_info
 from molmo_nb_utils.paths import INPUT_DIR, clean_filename, output_path, save_upload
-from molmo_nb_utils.segmentation import load_segmenter, segment
 
 MAX_DISPLAY_HEIGHT = 640  # pixels: a portrait picture taller than this is shown smaller
 UPLOADED = " (uploaded)"  # how an upload is named in the lists, after its file name
@@ -53,6 +53,15 @@ TASKS = {
 TRACKING_TASKS = ("track", "segment")
 # The answer shape each task is kept to when "Constrain" is ticked (molmo_nb_utils.constrain)
 TASK_CONSTRAINTS = {"ask": True, "point": "points", "count": "count", "track": "tracks", "segment": "points"}
+
+
+def default_max_new_tokens(task: str, media: str) -> int:
+    """The answer length ``task`` gets by default on ``media`` ("images" or "video"). A task that asks about a
+    video at tracking's 8 fps gets tracking's: its answer names every object on every frame shown, and one cut
+    short gives SAM 2 only the objects of the first frames."""
+    if media == "video" and task in TRACKING_TASKS:
+        return TASKS["track"][1]
+    return TASKS[task][1]
 
 
 def display_size(
@@ -163,15 +172,19 @@ class Playground:
         display(self.widget)
 
     def _on_task(self, change: dict) -> None:
-        self.prompt.value, self.max_new_tokens.value = TASKS[change["new"]]
+        self.prompt.value = TASKS[change["new"]][0]
         if change["new"] == "track":
             self.media.value = "video"
+        self.max_new_tokens.value = default_max_new_tokens(change["new"], self.media.value)
 
     def _on_media(self, change: dict) -> None:
-        """Show only the list the chosen media uses."""
+        """Show only the list the chosen media uses; the answer length follows it unless the reader chose one."""
         videos = change["new"] == "video"
         self.image_files.layout.display = "none" if videos else None
         self.video_file.layout.display = None if videos else "none"
+        old = change.get("old")
+        if old and self.max_new_tokens.value == default_max_new_tokens(self.task.value, old):
+            self.max_new_tokens.value = default_max_new_tokens(self.task.value, change["new"])
 
     def _on_run(self, _button: Any) -> None:
         self.output.clear_output()

@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from molmo_nb_utils import media, paths
+from molmo_nb_utils.media import reader
 
 WIDTH, HEIGHT, FPS, SECONDS, GOP = 1280, 720, 30, 60, 250
 BITS = 11  # 2**11 = 2048 > 1800 frames
@@ -101,7 +102,7 @@ def decord_batch(path: Path, indices: list[int]) -> tuple[list[np.ndarray], list
 
 
 def ours(path: Path, max_frames: int) -> tuple[list[np.ndarray], list[int]]:
-    media._index_of.cache_clear()  # time a first call, not a cached one
+    reader._index_of.cache_clear()  # time a first call, not a cached one
     seen = media.sample_frames(path, max_frames)
     return list(seen.frames), seen.indices
 
@@ -138,7 +139,7 @@ def main() -> None:
     )
     print(
         f"{len(indices)} frames (max_frames={args.frames}), best of {args.repeats}; "
-        f"{media._cpu_count()} CPU cores ({platform.machine()})"
+        f"{reader.cpu_count()} CPU cores ({platform.machine()})"
     )
 
     approaches = {

@@ -7,8 +7,9 @@ The catalog is the one place that describes the notebooks, so what follows from 
   GPU's name, and the planner's estimate, said to be one, where none does. Each notebook's opening line
   ("GPU memory needed: ...") says the same (a test checks).
 * Each notebook's Colab badge and Colab set-up cell, from the catalog's ``repository`` and ``branch`` (where
-  the collection is published), ``colab_packages`` (what every notebook installs on Colab) and a notebook's
-  ``colab_extras`` (what only it needs, e.g. bitsandbytes for 06's 4-bit section). Only those two cells change.
+  the collection is published) and a notebook's ``colab_extras``: the pyproject.toml extras only it needs on
+  top of the ``colab`` extra every notebook installs (e.g. ``quantization`` for 06's 4-bit section). Only those
+  two cells change.
 
     .venv/bin/python scripts/make_readme_table.py           # rewrite README's table and every notebook's badge
                                                             # and set-up cell (make readme)
@@ -26,6 +27,8 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
+import tomllib
+
 from molmo_nb_utils.paths import atomic_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +36,7 @@ README = REPO_ROOT / "README.md"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 CATALOG = NOTEBOOKS_DIR / "catalog.json"
 CHECKS = NOTEBOOKS_DIR / "gpu_check.json"
+PYPROJECT = REPO_ROOT / "pyproject.toml"
 START = "<!-- notebooks-table:start -->"
 END = "<!-- notebooks-table:end -->"
 FIELDS = ("file", "title", "teaches")
@@ -66,17 +70,21 @@ def _load_json(path: Path, what: str) -> dict:
         raise SystemExit(f"{path} is not valid JSON ({err}): fix it and run again.") from None
 
 
-def catalog_problems(catalog: dict) -> list[str]:
-    """What keeps the table from being rendered: missing keys, entries without a file, duplicates."""
+def catalog_problems(catalog: dict, extras: set[str] | None = None) -> list[str]:
+    """What keeps the table from being rendered: missing keys, entries without a file, duplicates.
+
+    ``extras``: the package's optional-dependency names a notebook's ``colab_extras`` may name (pyproject.toml's).
+    """
+    extras = package_extras() if extras is None else extras
     problems = [f"catalog.json has no {key!r}" for key in ("repository", "branch") if not catalog.get(key)]
     if catalog.get("repository") and not re.fullmatch(r"[\w.-]+/[\w.-]+", str(catalog["repository"])):
         problems.append(
             f"catalog.json 'repository' must be GitHub's 'owner/name', got {catalog['repository']!r}"
         )
-    if not _strings(catalog.get("colab_packages")):
+    if "colab_packages" in catalog:
         problems.append(
-            "catalog.json needs 'colab_packages': the requirements every notebook installs on Colab, "
-            'e.g. ["molmo-utils>=0.0.1"]'
+            "catalog.json 'colab_packages' is no longer read: what Colab lacks is pyproject.toml's 'colab' "
+            "extra; remove the key"
         )
     entries = catalog.get("notebooks")
     if not isinstance(entries, list):
@@ -96,7 +104,14 @@ def catalog_problems(catalog: dict) -> list[str]:
                 "gpu_check.json rows its memory column shows"
             )
         if "colab_extras" in entry and not _strings(entry["colab_extras"], empty_ok=True):
-            problems.append(f"{where}: 'colab_extras' must be a list of requirements such as \"peft>=0.18\"")
+            problems.append(
+                f"{where}: 'colab_extras' must be a list of pyproject.toml extras such as \"quantization\""
+            )
+        elif unknown := sorted(set(entry.get("colab_extras", [])) - set(extras)):
+            problems.append(
+                f"{where}: 'colab_extras' names {', '.join(unknown)}, not an extra of pyproject.toml "
+                f"([project.optional-dependencies]: {', '.join(sorted(extras))})"
+            )
         if name in seen:
             problems.append(f"{where}: {name} is listed twice")
         seen.add(name)
@@ -118,6 +133,11 @@ def file_problems(catalog: dict, notebook_files: list[str]) -> list[str]:
         if name not in listed
     ]
     return missing + unlisted
+
+
+def package_extras(path: Path = PYPROJECT) -> set[str]:
+    """The names of pyproject.toml's optional dependencies (``pip install -e .[name]``)."""
+    return set(tomllib.loads(path.read_text(encoding="utf-8"))["project"].get("optional-dependencies", {}))
 
 
 def _strings(value, *, empty_ok: bool = False) -> bool:
@@ -175,20 +195,17 @@ def colab_badge(catalog: dict, file: str) -> str:
 
 
 def setup_cell(catalog: dict, entry: dict) -> str:
-    """The source of a notebook's Colab set-up cell: clone, install what Colab lacks, stop on failure.
+    """The source of a notebook's Colab set-up cell: clone, install the package with its Colab extras.
 
     Why this shape: on Colab a failed ``!git clone`` or ``%pip`` only prints, so "Run all" went on and the
     next cell failed with ``ModuleNotFoundError``; here each step raises, with git's or pip's own message.
-    The package goes in with ``--no-deps`` (its dependencies list Colab's own torch, numpy and OpenCV), and
-    then only the packages Colab lacks, with bounds that keep what Colab has where it is good enough.
-    ``sys.path`` gets the clone for this session (a new editable install is seen only after a restart).
-    Short on purpose: it is the first code a reader meets in every lesson.
+    What Colab lacks is named once, in pyproject.toml's ``colab`` extra (and a lesson's own extras, from
+    the catalog's ``colab_extras``), so the cell only says which extras. ``sys.path`` gets the clone for this
+    session (a new editable install is seen only after a restart). Short and plain on purpose: it is the
+    first code a reader meets in every lesson.
     """
     repository, branch = catalog["repository"], catalog["branch"]
-    packages = [*catalog["colab_packages"], *entry.get("colab_extras", [])]
-    listed = f'packages = "{" ".join(packages)}"'
-    if len(listed) > 106 and len(listed) <= 106 + 7:  # as ruff format writes it: in brackets, if that fits
-        listed = f"packages = (\n        {listed[11:]}\n    )"
+    extras = ",".join(["colab", *entry.get("colab_extras", [])])
     return f"""{SETUP_MARK} fetch this collection and install what Colab lacks; elsewhere it does nothing.
 # Written by `make readme` from notebooks/catalog.json: change the catalog, not this cell.
 import os
@@ -196,17 +213,13 @@ import subprocess
 import sys
 
 if "google.colab" in sys.modules:
-    {listed}
-    url, folder = "https://github.com/{repository}", "/content/{repository.split("/")[1]}"
-    pip, env = [sys.executable, "-m", "pip", "install", "-q"], {{**os.environ, "GIT_TERMINAL_PROMPT": "0"}}
-    steps = {{
-        f"clone {{url}}": ["git", "clone", "-q", "--depth=1", "-b", "{branch}", url, folder],
-        "install the helper package": [*pip, "--no-deps", "-e", folder],
-        "install what Colab lacks": [*pip, *packages.split()],
-    }}
-    for what, command in list(steps.items())[os.path.isdir(f"{{folder}}/.git") :]:  # a failure stops "Run all"
-        if (done := subprocess.run(command, capture_output=True, text=True, env=env)).returncode:
-            raise RuntimeError(f"Could not {{what}}; online? Then rerun this cell.\\n{{done.stderr}}")
+    folder, url = "/content/{repository.split("/")[1]}", "https://github.com/{repository}"
+    clone = ["git", "clone", "-q", "--depth=1", "-b", "{branch}", url, folder]
+    install = [sys.executable, "-m", "pip", "install", "-q", "-e", f"{{folder}}[{extras}]"]
+    for command in [install] if os.path.isdir(folder) else [clone, install]:
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:  # stop "Run all" here, with git's or pip's own message
+            raise RuntimeError(f"{{' '.join(command)}} failed; online? Then rerun this cell.\\n{{done.stderr}}")
     sys.path.insert(0, folder)  # importable now; an editable install is seen only after a restart"""
 
 

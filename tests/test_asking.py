@@ -17,7 +17,6 @@ from jinja2 import TemplateError
 from molmo_utils.vision_process import fetch_image, load_video_pyav_noseek
 from PIL import Image
 
-from molmo_nb_utils import media
 from molmo_nb_utils.asking import (
     Answer,
     OutOfMemoryAdvice,
@@ -29,6 +28,7 @@ from molmo_nb_utils.asking import (
 )
 from molmo_nb_utils.grounding import Point
 from molmo_nb_utils.media import sample_frames
+from molmo_nb_utils.media import video as video_module
 
 
 def _noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
@@ -176,11 +176,19 @@ def test_user_message_rejects_what_it_cannot_place():
     with pytest.raises(TypeError, match="image or a video"):
         user_message(42, text="?")
     with pytest.raises(TypeError, match="question as a str"):
+        user_message(_noise_image(4, 4), text=3)
+    with pytest.raises(TypeError, match="needs the question as text="):
         user_message(_noise_image(4, 4), text=None)
     with pytest.raises(ValueError, match="'type' 'image', 'video' or 'text'"):
         user_message({"kind": "image"}, text="?")
     with pytest.raises(ValueError, match="height, width, 3"):
         user_message(np.zeros((4, 4), np.uint8), text="?")
+
+
+def test_a_question_given_without_text_says_how_to_give_it_issue_31():
+    """user_message(image, "Point to ...") is the natural first try: say text=, naming the question."""
+    with pytest.raises(TypeError, match=r"text='Point to the cups\.'.*was given as a picture or video"):
+        user_message(_noise_image(4, 4), "Point to the cups.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,8 +320,8 @@ def test_chat_generates_what_generate_generates(tiny_model, video_path, tmp_path
 def test_a_video_is_decoded_once_per_request(tiny_model, video_path, monkeypatch):
     model, processor = tiny_model
     reads = []
-    original = media._read_pyav
-    monkeypatch.setattr(media, "_read_pyav", lambda *args: reads.append(args[2]) or original(*args))
+    original = video_module.read_frames
+    monkeypatch.setattr(video_module, "read_frames", lambda *args: reads.append(args[2]) or original(*args))
     answer = chat(model, processor, [user_message(video_path, text="?")], fps=1, max_new_tokens=2)
     assert reads == [(0, 10, 20, 29)] and answer.video.indices == [0, 10, 20, 29]
     seen = sample_frames(video_path, fps=1)

@@ -15,12 +15,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from conftest import FAKE_ANSWER, FakeAsk
 from molmo_nb_utils import dataset, media
-from molmo_nb_utils.asking import Answer, chat
+from molmo_nb_utils.asking import chat
 from molmo_nb_utils.dataset import (
     DEFAULT_PROMPT,
     DatasetItem,
+    DatasetScore,
     ItemResult,
+    ItemScore,
     draw_result,
     export_coco,
     export_csv,
@@ -41,8 +44,6 @@ from molmo_nb_utils.media import load_image
 from molmo_nb_utils.paths import INPUT_DIR, REPO_ROOT
 
 SAMPLE = INPUT_DIR / "coin_table.json"
-ANSWER = '<points coords="1 1 500 500 2 250 250">dot</points>'
-
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -53,23 +54,6 @@ def _images(folder: Path, n: int, size: tuple[int, int] = (40, 30)) -> Path:
     for k in range(n):
         Image.new("RGB", size, (10 * k, 0, 0)).save(folder / f"img_{k}.png")
     return folder
-
-
-class FakeAsk:
-    """A stand-in for ``chat``: answers ``ANSWER`` about the image asked about, and counts its calls."""
-
-    def __init__(self, fail_on: set[str] = frozenset(), stop_after: int | None = None):
-        self.asked: list[str] = []
-        self.fail_on, self.stop_after = fail_on, stop_after
-
-    def __call__(self, model, processor, messages, **settings):
-        path = Path(messages[0]["content"][0]["image"])
-        if self.stop_after is not None and len(self.asked) == self.stop_after:
-            raise KeyboardInterrupt  # the reader presses Stop while the model is answering
-        self.asked.append(path.name)
-        if path.name in self.fail_on:
-            raise RuntimeError("CUDA out of memory (simulated)")
-        return Answer(ANSWER, images=[load_image(path)], prompt_tokens=7, visual_tokens=3)
 
 
 def _lines(path: Path) -> list[dict]:
@@ -124,7 +108,7 @@ def test_a_linked_subfolder_is_part_of_a_folder_dataset_and_each_file_is_listed_
 
 def test_a_photo_shown_smaller_is_recorded_scored_and_drawn_in_its_own_pixels(tmp_path, monkeypatch):
     """A photo past MAX_IMAGE_PIXELS (a 200 MP phone JPEG) is shown at a reduced scale; its truth is in full pixels."""
-    monkeypatch.setattr(media, "MAX_IMAGE_PIXELS", 10_000)  # 400x300 loads at 1/4: 100x75
+    monkeypatch.setattr(media.images, "MAX_IMAGE_PIXELS", 10_000)  # 400x300 loads at 1/4: 100x75
     path = tmp_path / "phone.jpg"
     Image.new("RGB", (400, 300), (90, 90, 90)).save(path)
     assert load_image(path).size == (100, 75)
@@ -246,7 +230,7 @@ def test_a_run_writes_one_line_per_item_with_what_was_asked_and_seen(tmp_path):
         {"id": 1, "x": 20.0, "y": 15.0, "image": 1},
         {"id": 2, "x": 10.0, "y": 7.5, "image": 1},
     ]
-    assert first["answer"] == ANSWER and first["size"] == [40, 30] and first["error"] is None
+    assert first["answer"] == FAKE_ANSWER and first["size"] == [40, 30] and first["error"] is None
     assert first["settings"] == {
         "model": None, "adapter": None, "weights": None, "dtype": None, "quantization": None,
         "prompt": "Point.", "max_new_tokens": 256, "fps": 2.0, "max_frames": 384, "max_crops": None,
@@ -332,7 +316,7 @@ def test_a_failing_item_is_recorded_and_the_run_goes_on(tmp_path):
     items = load_dataset(_images(tmp_path / "data", 3))
     out = tmp_path / "out.jsonl"
     results = run_dataset(None, None, items, out, prompt="Point.", ask=FakeAsk(fail_on={"img_1.png"}))
-    assert [r.error for r in results] == [None, "RuntimeError: CUDA out of memory (simulated)", None]
+    assert [r.error for r in results] == [None, "RuntimeError: cannot read img_1.png (simulated)", None]
     assert results[1].answer is None and results[1].points == ()
     skipped = FakeAsk()
     run_dataset(None, None, items, out, prompt="Point.", ask=skipped)
@@ -675,3 +659,22 @@ def test_coco_export_reads_back(worked, tmp_path):
     assert tracked and all(a["track_id"] == a["point_id"] for a in tracked)
     ids = [a["id"] for a in coco["annotations"]]
     assert ids == list(range(1, len(ids) + 1))
+
+
+def test_the_count_plot_says_when_several_items_share_one_spot():
+    """Two items with the same true and predicted count are one dot: its number is in it, the legend says so."""
+    items = (
+        ItemScore("a.jpg", "image", 3, 3),
+        ItemScore("b.jpg", "image", 3, 3),
+        ItemScore("c.jpg", "image", 2, 4),
+        ItemScore("d.jpg", "image", 2, 4),
+        ItemScore("e.jpg", "image", 1, 1),
+    )
+    score = DatasetScore(items, None, None, None, None, None)
+    ax = plot_counts(score).axes[0]
+    numbers = {(text.xy, text.get_text()) for text in ax.texts if text.get_text().isdigit()}
+    assert numbers == {((3, 3), "2"), ((2, 4), "2")}  # not on the single item at (1, 1)
+    assert any(text.get_text() == "c, d" for text in ax.texts)
+    assert "several items on one spot" in " ".join(t.get_text() for t in ax.get_legend().get_texts())
+    alone = plot_counts(DatasetScore(items[2:3], None, None, None, None, None)).axes[0]
+    assert [t.get_text() for t in alone.get_legend().get_texts()] == ["exact"]  # nothing shared, nothing said

@@ -13,13 +13,13 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
-from molmo_nb_utils.asking import Answer, chat_batch
+from conftest import FakeAsk
+from molmo_nb_utils.asking import chat_batch
 from molmo_nb_utils.dataset import load_dataset, load_results, merge_shards, run_dataset, run_sharded
 from molmo_nb_utils.dataset.sharded import shard_path
 from molmo_nb_utils.media import load_image
 from molmo_nb_utils.paths import INPUT_DIR, REPO_ROOT
 
-ANSWER = '<points coords="1 1 500 500">dot</points>'
 SAME = (
     "answer",
     "points",
@@ -38,32 +38,6 @@ def _images(folder: Path, n: int) -> list:
     for k in range(n):
         Image.new("RGB", (40 + k, 30), (10 * k, 0, 0)).save(folder / f"img_{k}.png")
     return load_dataset(folder)
-
-
-class FakeAsk:
-    """Stand-ins for ``chat`` and ``chat_batch`` that fail on some files and list what they were asked."""
-
-    def __init__(self, fail_on=(), stop_at_batch: int | None = None):
-        self.fail_on, self.stop_at_batch = set(fail_on), stop_at_batch
-        self.batches: list[list[str]] = []
-        self.alone: list[str] = []
-
-    def _answer(self, messages) -> Answer:
-        path = Path(messages[0]["content"][0]["image"])
-        if path.name in self.fail_on:
-            raise RuntimeError(f"cannot read {path.name} (simulated)")
-        return Answer(ANSWER, images=[load_image(path)])
-
-    def __call__(self, model, processor, messages, **settings):
-        self.alone.append(Path(messages[0]["content"][0]["image"]).name)
-        return self._answer(messages)
-
-    def batch(self, model, processor, conversations, **settings):
-        if self.stop_at_batch is not None and len(self.batches) == self.stop_at_batch:
-            raise KeyboardInterrupt
-        answers = [self._answer(c) for c in conversations]  # one failure fails the whole batch
-        self.batches.append([Path(c[0]["content"][0]["image"]).name for c in conversations])
-        return answers
 
 
 def _same(a, b) -> bool:
@@ -120,7 +94,7 @@ def test_a_failing_item_in_a_batch_is_retried_alone_and_recorded_on_its_own(tmp_
         None, None, items, tmp_path / "out.jsonl", prompt="Point.", batch_size=2, ask=ask, ask_batch=ask.batch
     )
     assert ask.batches == [["img_2.png", "img_3.png"]]  # the first batch failed as a whole
-    assert ask.alone == ["img_0.png", "img_1.png", "img_4.png"]  # ... so its items were asked alone
+    assert ask.asked == ["img_0.png", "img_1.png", "img_4.png"]  # ... so its items were asked alone
     assert [r.error is None for r in results] == [True, False, True, True, True]
     assert results[1].error == "RuntimeError: cannot read img_1.png (simulated)"
 
@@ -136,7 +110,7 @@ def test_stopping_mid_run_with_batches_resumes_without_repeats(tmp_path):
     results = run_dataset(
         None, None, items, out, prompt="Point.", batch_size=3, ask=again, ask_batch=again.batch
     )
-    assert again.batches == [["img_3.png", "img_4.png", "img_5.png"]] and again.alone == ["img_6.png"]
+    assert again.batches == [["img_3.png", "img_4.png", "img_5.png"]] and again.asked == ["img_6.png"]
     assert [r.key for r in results] == [i.key for i in items] and out.read_bytes().count(b"\n") == 7
 
 
@@ -209,7 +183,7 @@ def test_a_sharded_run_resumes_from_shards_of_an_earlier_run_and_refuses_other_m
     run_dataset(None, None, items[4:], shard_path(out, 2, 4), prompt="Point.", ask=FakeAsk())
     ask = FakeAsk()
     results = run_sharded(None, None, items, out, state=OneOfTwo(), prompt="Point.", ask=ask)
-    assert ask.alone == ["img_0.png", "img_1.png", "img_2.png"]  # this process's half; nothing asked twice
+    assert ask.asked == ["img_0.png", "img_1.png", "img_2.png"]  # this process's half; nothing asked twice
     assert [r.key for r in results] == ["img_0.png", "img_1.png", "img_2.png", "img_4.png", "img_5.png"]
     assert not list(tmp_path.glob("out.shard-*"))
     other = SimpleNamespace(name_or_path="someone/else")

@@ -24,7 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
-from molmo_nb_utils.asking import Answer
+from conftest import FakeAsk
 from molmo_nb_utils.dataset import (
     export_csv,
     load_dataset,
@@ -34,23 +34,9 @@ from molmo_nb_utils.dataset import (
     score_results,
 )
 from molmo_nb_utils.dataset.sharded import run_sharded, shard_path
-from molmo_nb_utils.media import load_image
 from molmo_nb_utils.paths import REPO_ROOT, atomic_path
 
-ANSWER = '<points coords="1 1 500 500">dot</points>'
 WAIT_S = 120  # for something that takes a second: only a hang reaches it
-
-
-class FakeAsk:
-    """A stand-in for ``chat``: answers ``ANSWER`` about the image asked about, and lists what it asked."""
-
-    def __init__(self):
-        self.asked: list[str] = []
-
-    def __call__(self, model, processor, messages, **settings):
-        path = Path(messages[0]["content"][0]["image"])
-        self.asked.append(path.name)
-        return Answer(ANSWER, images=[load_image(path)])
 
 
 def _images(folder: Path, n: int):

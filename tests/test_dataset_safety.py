@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from molmo_nb_utils.asking import Answer
+from conftest import FakeAsk
 from molmo_nb_utils.dataset import (
     draw_result,
     export_coco,
@@ -25,21 +25,6 @@ from molmo_nb_utils.dataset import (
     model_identity,
     run_dataset,
 )
-from molmo_nb_utils.media import load_image
-
-ANSWER = '<points coords="1 1 500 500">dot</points>'
-
-
-class FakeAsk:
-    """A stand-in for ``chat``: answers ``ANSWER`` about the image asked about, and lists what it asked."""
-
-    def __init__(self):
-        self.asked: list[str] = []
-
-    def __call__(self, model, processor, messages, **settings):
-        path = Path(messages[0]["content"][0]["image"])
-        self.asked.append(path.name)
-        return Answer(ANSWER, images=[load_image(path)])
 
 
 def _image(path: Path, size=(40, 30), colour=(200, 0, 0)) -> Path:

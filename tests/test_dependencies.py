@@ -15,8 +15,9 @@ from molmo_nb_utils.paths import REPO_ROOT
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 # Needed though never imported by name: torch loads torchvision's operators for the processors,
-# transformers uses accelerate for device_map and bitsandbytes for quantization; Jupyter itself.
-NOT_IMPORTED = {"torchvision", "accelerate", "bitsandbytes", "jupyterlab", "ipykernel"}
+# transformers uses accelerate for device_map and bitsandbytes for quantization; TrackEval's J&F imports
+# scikit-image only when it scores (a reader without it met ModuleNotFoundError in lesson 10); Jupyter itself.
+NOT_IMPORTED = {"torchvision", "accelerate", "bitsandbytes", "scikit-image", "jupyterlab", "ipykernel"}
 
 
 def _names(path) -> set[str]:
@@ -91,34 +92,22 @@ def test_readers_get_what_the_package_and_notebooks_need_and_nothing_else():
 
 def test_tools_are_in_the_dev_file_only():
     dev, reader = _requirements("requirements-dev.txt"), _requirements("requirements.txt")
-    assert {"pytest", "nbval", "hypothesis", "ruff", "scikit-image"} <= dev
+    assert {"pytest", "nbval", "hypothesis", "ruff", "scikit-video"} <= dev
     assert not dev & reader
     assert "-r requirements.txt" in (REPO_ROOT / "requirements-dev.txt").read_text()
 
 
-def test_colab_installs_only_what_colab_lacks_and_we_list():
-    """Colab's set-up cells install the catalog's packages (make readme writes them): a short list of what
-    Colab lacks, each one a reader's requirement too; the extras are only where a notebook needs them."""
+def test_colab_installs_the_package_with_extras_that_name_what_colab_lacks():
+    """Colab's set-up cells install ``.[colab,...]`` (make readme writes them): the ``colab`` extra bounds what
+    Colab has too old; a lesson's own extras are only where it needs them, each a reader's requirement too."""
     catalog = json.loads((REPO_ROOT / "notebooks" / "catalog.json").read_text())
-
-    def names(requirements: list[str]) -> set[str]:
-        return {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
-
-    common = names(catalog["colab_packages"])
-    assert common == {"transformers", "huggingface-hub", "molmo-utils", "av", "trackeval"}
-    extras = {e["file"]: names(e.get("colab_extras", [])) for e in catalog["notebooks"]}
-    assert extras["06_fit_your_gpu.ipynb"] == {"bitsandbytes"}
-    assert "peft" in extras["09_fine_tune.ipynb"]
-    assert extras["10_points_to_masks.ipynb"] == {"supervision"}
-    for name in ("03_pointing.ipynb", "04_video_pointing.ipynb", "05_video_tracking.ipynb"):  # constrain=
-        assert extras[name] == {"outlines-core"}
-    assert {n for n, x in extras.items() if x} == {
-        "03_pointing.ipynb",
-        "04_video_pointing.ipynb",
-        "05_video_tracking.ipynb",
-        "06_fit_your_gpu.ipynb",
-        "09_fine_tune.ipynb",
-        "10_points_to_masks.ipynb",
-    }
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert _names(extras["colab"]) == {"transformers", "huggingface-hub"}
+    wanted = {e["file"]: set(e.get("colab_extras", [])) for e in catalog["notebooks"]}
+    assert wanted["06_fit_your_gpu.ipynb"] == {"quantization"}
+    assert "quantization" in wanted["09_fine_tune.ipynb"]
+    assert "supervision" in wanted["10_points_to_masks.ipynb"]
+    assert "serving" in wanted["13_serving.ipynb"]
+    assert set().union(*wanted.values()) <= set(extras) - {"colab"}
     reader = _requirements("requirements.txt")
-    assert common | set().union(*extras.values()) <= reader
+    assert set().union(*map(_names, extras.values())) <= reader

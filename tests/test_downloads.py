@@ -1,4 +1,4 @@
-"""downloads.py: the download cache and the demo asset registry, against a server on 127.0.0.1."""
+"""downloads: the download cache and the demo asset registry, against a server on 127.0.0.1."""
 
 from __future__ import annotations
 

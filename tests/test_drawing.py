@@ -22,7 +22,6 @@ from molmo_nb_utils.drawing import (
     draw_points_on_images,
     draw_tracks,
     frame_grid,
-    mask_box,
     plot_timeline,
     plot_trajectories,
     render_masks_video,
@@ -35,6 +34,7 @@ from molmo_nb_utils.drawing import points as drawing_points
 from molmo_nb_utils.drawing import video as drawing_video
 from molmo_nb_utils.drawing.masks import MASK_ALPHA
 from molmo_nb_utils.grounding import Point
+from molmo_nb_utils.masks import mask_box
 from molmo_nb_utils.media import sample_frames
 from molmo_nb_utils.paths import INPUT_DIR
 
@@ -498,6 +498,28 @@ def test_draw_masks_fills_each_mask_in_its_ids_colour_and_titles_the_count():
         draw_masks(solid(100, 100), masks, ids=[3, 5, 9])
     with pytest.raises(ValueError, match="one id per mask"):
         draw_masks(image, masks, ids=[1])
+
+
+def test_draw_masks_and_draw_points_take_an_image_file_s_path_issue_31(tmp_path):
+    """draw_masks(path, masks) as draw_points(path, points): the picture loaded upright, as the model saw it."""
+    path = tmp_path / "photo.png"
+    Image.fromarray(solid(200, 150)).save(path)
+    masks = square_mask(200, 150, 20, 60, 80, 120)[None]
+    from_path, from_image = (
+        draw_masks(path, masks, label="coins"),
+        draw_masks(solid(200, 150), masks, label="coins"),
+    )
+    assert np.array_equal(np.asarray(from_path), np.asarray(from_image))
+    assert (
+        draw_points(str(path), [Point(1, 10, 10)]).size
+        == draw_points(solid(200, 150), [Point(1, 10, 10)]).size
+    )
+
+
+def test_a_16_bit_picture_is_drawn_scaled_as_the_model_saw_it():
+    grey = Image.fromarray(np.full((20, 30), 30_000, np.uint16))
+    drawn = draw_masks(grey, np.zeros((1, 20, 30), bool))
+    assert pixel(drawn, 5, drawn.height - 5) == (117, 117, 117)  # 30000 / 257, not clipped to white
 
 
 def test_draw_masks_on_images_puts_each_set_on_its_own_image():

@@ -35,3 +35,45 @@ def test_make_lab_allows_root_only_for_root():
 @pytest.mark.skipif(os.geteuid() == 0, reason="runs as a normal user")
 def test_make_lab_as_a_normal_user():
     assert "--allow-root" not in _dry_run()
+
+
+def _dry(*targets: str, options: tuple[str, ...] = ()) -> str:
+    """What `make -n` would run for ``targets`` (nothing is run)."""
+    done = subprocess.run(
+        ["make", "-n", *options, *targets], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    return done.stdout
+
+
+def test_every_environment_is_installed_with_the_versions_known_to_pass():
+    built = _dry("setup", "reader", options=("-B",))
+    installs = [line for line in built.splitlines() if "pip install" in line and "-r requirements" in line]
+    assert len(installs) == 2 and all("-c constraints.txt" in line for line in installs)
+    assert (REPO_ROOT / "constraints.txt").is_file()
+    latest = _dry("setup", options=("-B", "CONSTRAINTS="))  # what `make test-latest` builds with
+    assert "-r requirements.txt" in latest and "-c " not in latest
+
+
+def test_the_lessons_run_in_an_environment_made_from_the_readers_requirements_alone():
+    reader = _dry("reader", options=("-B",))
+    assert "-r requirements.txt" in reader and "requirements-dev" not in reader
+    assert "ipykernel install --prefix .venv-reader --name molmo-reader" in reader
+    stamps = ("-o", ".venv/.installed", "-o", ".venv/.dev-installed", "-o", ".venv-reader/.installed")
+    test = next(line for line in _dry("test", options=stamps).splitlines() if "pytest" in line)
+    assert "--nbval-kernel-name molmo-reader" in test and "--nbval-current-env" not in test
+    assert f"JUPYTER_PATH={REPO_ROOT}/.venv-reader/share/jupyter" in _dry("test", options=stamps)
+
+
+def test_the_reader_kernel_has_no_test_tools():
+    """Where `make test` runs (the reader's kernel is on JUPYTER_PATH), that kernel's Python lacks every tool
+    only requirements-dev.txt installs: a lesson that needs one fails there, as it would for a reader."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec("molmo-reader")
+    except NoSuchKernel:
+        pytest.skip("not run by `make test` (no molmo-reader kernel on JUPYTER_PATH)")
+    probe = "import importlib.util as u; print([m for m in ('pytest', 'nbval', 'hypothesis', 'skvideo') if u.find_spec(m)])"
+    done = subprocess.run([spec.argv[0], "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    assert ".venv-reader" in spec.argv[0]

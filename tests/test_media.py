@@ -1,9 +1,9 @@
-"""media.py: images as the model sees them, and exactly the video frames it is shown.
+"""media: images as the model sees them, and exactly the video frames it is shown.
 
 Test videos are made here: 64x48, 10 fps, 3 s (30 frames), H.264 with B-frames and a keyframe
 every 8 frames, and frame i is a flat grey of level 8 * i + 4, so every decoded frame says which
 frame it is (``coded_video`` writes the index in stripes instead, for longer videos). Expected
-frames are worked out by hand from the rule in media.py's docs, and compared with molmo_utils.
+frames are worked out by hand from the rule in media.plan's docs, and compared with molmo_utils.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from PIL import Image
 
 from molmo_nb_utils import media
 from molmo_nb_utils.asking import Answer
-from molmo_nb_utils.media import VideoInfo, load_image, sample_frames, video_info
+from molmo_nb_utils.media import VideoInfo, fit, images, load_image, reader, sample_frames, video_info
+from molmo_nb_utils.media import video as video_module
 
 FPS, NUM_FRAMES, W, H = 10, 30, 64, 48
 
@@ -62,9 +63,9 @@ def video(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _fresh_index_cache():
-    media._index_of.cache_clear()
+    reader._index_of.cache_clear()
     yield
-    media._index_of.cache_clear()
+    reader._index_of.cache_clear()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,8 +249,9 @@ def test_plan_properties(total, rate, fps, budget):
         else [i * step for i in range(total)]
     )
     duration = float(pts[-1] * time_base + 1 / rate)
-    index = media._AvIndex(pts, [0], time_base, VideoInfo(Path("v.mp4"), float(rate), total, duration, 8, 8))
-    times, indices = media._plan(index, fps, budget)
+    index = reader.AvIndex(pts, [0], time_base, VideoInfo(Path("v.mp4"), float(rate), total, duration, 8, 8))
+    times = media.frame_times(duration, fps=fps, max_frames=budget)
+    indices = reader.frames_on_screen(index, times)
     assert 1 <= len(times) <= budget and times[0] == 0 and times == sorted(times)
     assert len(times) == 1 or times[-1] == pytest.approx(duration)  # the end is always shown
     assert indices == sorted(indices) and 0 <= indices[0] and indices[-1] <= total - 1
@@ -292,20 +294,20 @@ def test_every_frame_including_b_frames_is_the_plain_decode(video):
 def test_skipping_unreferenced_frames_still_delivers_wanted_ones(video, monkeypatch):
     """The fast path (skip what nothing references unless wanted) needs no plain-decode retry."""
     calls = []
-    original = media._decode_run
+    original = reader._decode_run
 
     def spy(*args, skip):
         calls.append(skip)
         return original(*args, skip=skip)
 
-    monkeypatch.setattr(media, "_decode_run", spy)
+    monkeypatch.setattr(reader, "_decode_run", spy)
     assert codes(sample_frames(video, fps=10).frames) == [*range(30), 29]
     assert calls and all(calls)
 
 
 def test_sample_frames_split_between_threads(video, monkeypatch):
     """With 4 workers every run of frames gets its own decoder; still exact and in order."""
-    monkeypatch.setattr(media, "_cpu_count", lambda: 4)
+    monkeypatch.setattr(reader, "cpu_count", lambda: 4)
     seen = sample_frames(video, fps=4)  # 0, 0.25, ..., 2.75 and 3.0: floor(2.5 k), then 29
     assert codes(seen.frames) == [0, 2, 5, 7, 10, 12, 15, 17, 20, 22, 25, 27, 29]
 
@@ -462,9 +464,9 @@ def test_frames_are_decoded_into_one_array(tmp_path):
 
 def test_frames_that_do_not_fit_fail_before_decoding_and_say_what_fits(video, monkeypatch):
     frame_bytes = W * H * 3
-    monkeypatch.setattr(media, "_available_memory", lambda: int(8 * frame_bytes / media.MEMORY_SHARE) + 100)
+    monkeypatch.setattr(fit, "available_memory", lambda: int(8 * frame_bytes / media.MEMORY_SHARE) + 100)
     decoded = []
-    monkeypatch.setattr(media, "_read_pyav", lambda *args: decoded.append(args))
+    monkeypatch.setattr(video_module, "read_frames", lambda *args: decoded.append(args))
     with pytest.raises(MemoryError) as caught:
         sample_frames(video, fps=10)  # 31 frames; 8 fit
     message = str(caught.value)
@@ -474,14 +476,14 @@ def test_frames_that_do_not_fit_fail_before_decoding_and_say_what_fits(video, mo
     width, height = map(int, re.search(r"scaled down to (\d+)x(\d+)", message).groups())
     # Each suggestion really fits: the frames it takes need no more than the memory allowed.
     monkeypatch.undo()
-    monkeypatch.setattr(media, "_available_memory", lambda: int(8 * frame_bytes / media.MEMORY_SHARE) + 100)
+    monkeypatch.setattr(fit, "available_memory", lambda: int(8 * frame_bytes / media.MEMORY_SHARE) + 100)
     assert len(sample_frames(video, fps=10, max_frames=8).frames) == 8
     assert len(sample_frames(video, fps=fps).frames) <= 8 and fps >= 2  # 2 fps: 7 frames
     assert 31 * width * height * 3 <= 8 * frame_bytes and width >= 0.9 * W * math.sqrt(8 / 31)
 
 
 def test_not_even_one_frame_fits(video, monkeypatch):
-    monkeypatch.setattr(media, "_available_memory", lambda: 1000)
+    monkeypatch.setattr(fit, "available_memory", lambda: 1000)
     with pytest.raises(MemoryError, match="Free some memory first") as caught:
         sample_frames(video)
     assert "max_frames" not in str(caught.value)
@@ -656,7 +658,10 @@ def test_a_huge_png_is_refused_before_it_is_decoded(tmp_path):
     assert grown_mb < 200  # not decoded: one RGBA copy alone is 549 MB (and loading took 3.2 GB)
 
 
-def test_past_pillows_own_limit_the_message_is_ours_and_gives_no_jpeg_advice(tmp_path):
+def test_past_pillows_own_limit_the_message_is_ours_and_gives_no_jpeg_advice(tmp_path, monkeypatch):
+    # Pillow's default limit: molmo_utils.fetch_image lifts it for the whole process (MAX_IMAGE_PIXELS = None),
+    # and an earlier test in this worker may have called it.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", int(1024 * 1024 * 1024 // 4 // 3))
     path = _huge_png(tmp_path / "huge.png", 14000)  # 196 MP: Pillow refuses it on opening
     with pytest.raises(ValueError) as info:
         load_image(path)
@@ -676,7 +681,7 @@ def test_a_50_megapixel_photo_loads_in_full(tmp_path):
 def test_past_the_limit_a_jpeg_is_decoded_at_a_reduced_scale(tmp_path, monkeypatch):
     path = tmp_path / "big.jpg"
     Image.new("RGB", (400, 300), (200, 30, 30)).save(path)
-    monkeypatch.setattr(media, "MAX_IMAGE_PIXELS", 10_000)  # 400x300 is 12x that: 1/4 scale fits
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 10_000)  # 400x300 is 12x that: 1/4 scale fits
     image = load_image(path)
     assert image.size == (100, 75) and image.getpixel((50, 40))[0] > 180
     png = tmp_path / "big.png"
@@ -692,7 +697,7 @@ def test_a_jpeg_past_pillows_own_limit_is_decoded_at_a_reduced_scale(tmp_path, m
     path = tmp_path / "phone_200mp.jpg"
     Image.new("RGB", (400, 300), (30, 200, 30)).save(path)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)  # Image.open refuses past 100,000 pixels
-    monkeypatch.setattr(media, "MAX_IMAGE_PIXELS", 40_000)  # ours: 1/2 scale (200x150 = 30,000) fits
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 40_000)  # ours: 1/2 scale (200x150 = 30,000) fits
     with pytest.raises(Image.DecompressionBombError):
         Image.open(path)  # what load_image met first
     image = load_image(path)
@@ -708,7 +713,7 @@ def test_an_mpo_jpeg_is_read_as_its_first_picture_at_a_reduced_scale(tmp_path, m
     with Image.open(path) as opened:
         assert opened.format == "MPO" and opened.n_frames == 2
     assert load_image(path).size == (400, 300)
-    monkeypatch.setattr(media, "MAX_IMAGE_PIXELS", 10_000)  # 1/4 scale fits
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 10_000)  # 1/4 scale fits
     image = load_image(path)
     assert image.size == (100, 75) and image.getpixel((50, 40))[0] > 180  # the first picture
 
@@ -721,7 +726,7 @@ def test_image_size_is_the_upright_full_size_from_the_header(tmp_path, monkeypat
     big = tmp_path / "big.jpg"
     Image.new("RGB", (400, 300)).save(big)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)  # past twice Pillow's limit, as a 200 MP photo
-    monkeypatch.setattr(media, "MAX_IMAGE_PIXELS", 40_000)
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 40_000)
     assert media.image_size(big) == (400, 300) and load_image(big).size == (200, 150)
     (tmp_path / "not.png").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="Cannot read .*not.png as an image"):

@@ -9,8 +9,10 @@ import molmo_nb_utils
 from molmo_nb_utils.paths import REPO_ROOT
 
 # Exported though no notebook imports them: the types a reader catches or gets back.
-FOR_READERS = {"Answer", "DownloadError", "ItemResult", "ModelLoadError", "OutOfMemoryAdvice", "VideoFrames",
-               "VideoInfo", "chunk_vision", "download", "load_results", "TrainingError"}  # fmt: skip
+FOR_READERS = {"Answer", "DownloadError", "ItemResult", "LongVideoAnswer", "ModelLoadError", "OutOfMemoryAdvice",
+               "VideoFrames", "VideoInfo", "chunk_vision", "download", "load_results", "TrainingError",
+               "BenchmarkItems", "BenchmarkScore", "make_sample_benchmarks", "ServerError", "PictureMasks",
+               "Segmentation", "SegmenterLoadError"}  # fmt: skip
 
 
 def _notebook_imports() -> dict[str, set[str]]:

@@ -41,7 +41,6 @@ def _catalog(*files: str) -> dict:
     return {
         "repository": "someone/repo",
         "branch": "dev",
-        "colab_packages": ["molmo-utils>=0.0.1"],
         "notebooks": [
             {"file": f, "title": f"Title {f[:2]}", "teaches": f"Lesson {f[:2]}"} | {"memory": SPEC}
             for f in files
@@ -298,7 +297,7 @@ def _write_notebook(folder: Path, file: str, badge_repo: str = "old/place") -> P
 
 def _colab_catalog(*files: str) -> dict:
     catalog = _catalog(*files)
-    catalog["notebooks"][-1]["colab_extras"] = ["peft>=0.18"]
+    catalog["notebooks"][-1]["colab_extras"] = ["quantization"]
     return catalog
 
 
@@ -318,8 +317,8 @@ def test_write_notebooks_rewrites_only_the_badge_and_the_set_up_cell(tmp_path):
         "What it teaches."
     )
     setup = after.cells[2].source
-    assert '"https://github.com/someone/repo", "/content/repo"' in setup and '"-b", "dev"' in setup
-    assert 'packages = "molmo-utils>=0.0.1 peft>=0.18"' in setup  # the catalog's, plus 01's extra
+    assert '"/content/repo", "https://github.com/someone/repo"' in setup and '"-b", "dev"' in setup
+    assert 'f"{folder}[colab,quantization]"' in setup  # every notebook's extra, plus 01's own
     assert [c.source for c in after.cells[1:2] + after.cells[3:]] == [
         c.source for c in before.cells[1:2] + before.cells[3:]
     ]
@@ -371,11 +370,19 @@ def test_a_notebook_without_badge_or_set_up_cell_is_named_not_rewritten(tmp_path
     assert "needs one line with the Colab badge" in mrt.notebook_problems(catalog, tmp_path)[0]
 
 
-def test_catalog_needs_colab_packages_and_an_owner_name_repository():
+def test_catalog_needs_an_owner_name_repository_and_extras_that_pyproject_has():
     catalog = _colab_catalog("00_a.ipynb")
     assert mrt.catalog_problems(catalog) == []
     catalog["repository"] = "https://github.com/someone/repo"
-    del catalog["colab_packages"]
+    catalog["notebooks"][0]["colab_extras"] = ["peft>=0.18"]  # a requirement, not an extra's name
+    catalog["colab_packages"] = ["molmo-utils>=0.0.1"]  # the old place for what Colab lacks
     problems = mrt.catalog_problems(catalog)
     assert any("must be GitHub's 'owner/name'" in p for p in problems)
-    assert any("needs 'colab_packages'" in p for p in problems)
+    assert any("names peft>=0.18, not an extra of pyproject.toml" in p for p in problems)
+    assert any("'colab_packages' is no longer read" in p for p in problems)
+
+
+def test_every_extra_the_catalog_names_is_one_of_pyprojects():
+    catalog = mrt.load_catalog()
+    assert mrt.catalog_problems(catalog) == []
+    assert {"colab", "quantization", "supervision"} <= mrt.package_extras()

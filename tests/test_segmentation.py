@@ -1,4 +1,4 @@
-"""Tests for segmentation, mask_scores, mask_exports and detections, on the tiny random SAM 2.
+"""Tests for the masks package (segmenting, SAM 2, scores, exports) on the tiny random SAM 2.
 
 The tiny SAM 2's masks are noise, so these tests check what does not depend on its weights: where
 the prompts go, the sizes, ids and frames of the masks, the exports, and scores on hand-made masks.
@@ -6,7 +6,10 @@ the prompts go, the sizes, ids and frames of the masks, the exports, and scores 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,23 +18,32 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from molmo_nb_utils import detections, segmentation
+from molmo_nb_utils import loading
 from molmo_nb_utils.asking import Answer
-from molmo_nb_utils.detections import to_detections
+from molmo_nb_utils.dataset import export_coco, load_dataset, results_from_answers, true_masks, worked_answer
 from molmo_nb_utils.grounding import Point, format_points
-from molmo_nb_utils.mask_exports import save_coco, to_coco
-from molmo_nb_utils.mask_scores import disc_mask, mask_iou, mask_scores, rle, true_masks, video_mask_scores
-from molmo_nb_utils.media import FramePlan, sample_frames, video_info
-from molmo_nb_utils.paths import INPUT_DIR
-from molmo_nb_utils.segmentation import (
+from molmo_nb_utils.masks import (
     PictureMasks,
     SegmenterLoadError,
+    disc_mask,
+    encode_rle,
+    exports,
     load_segmenter,
+    mask_iou,
+    mask_scores,
     prompt_frames,
+    sam2,
+    save_coco,
     segment,
     segmenter_id,
-    segmenter_memory,
+    segmenting,
+    to_coco,
+    to_detections,
+    video_mask_scores,
 )
+from molmo_nb_utils.media import FramePlan, frames_of, sample_frames, video_info
+from molmo_nb_utils.memory import segmenter_memory
+from molmo_nb_utils.paths import INPUT_DIR
 from molmo_nb_utils.tiny import TINY_SAM_IMAGE_SIZE, build_tiny_sam2
 
 
@@ -166,6 +178,41 @@ def test_a_video_answer_without_points_gives_empty_masks_on_every_frame(sam):
     assert all(m.masks.shape == (0, 360, 640) for m in result)
 
 
+def test_an_object_has_no_mask_before_its_first_prompt_issue_30(sam, calls):
+    """SAM 2 propagates backwards too: an object first found on frame 2 must not get masks on frames 0-1."""
+    seen = sample_frames(INPUT_DIR / "moving_objects.mp4", fps=2)
+    times = seen.timestamps
+    tracks = [Point(1, 80, 100, time=t) for t in times] + [Point(2, 500, 260, time=t) for t in times[2:]]
+    result = segment(*sam, Answer(format_points(tracks, seen.size, tag="tracks"), videos=[seen]))
+    assert [(f, ids) for f, ids, *_ in calls] == [(0, [1]), (2, [2])]
+    for frame in (0, 1):
+        assert result[frame].ids == (1, 2)
+        assert not result[frame].mask(2).any() and result[frame].scores[1] == 0.0
+    early = {image["id"] for image in to_coco(result)["images"][:2]}
+    assert not [a for a in to_coco(result)["annotations"] if a["track_id"] == 2 and a["image_id"] in early]
+
+
+def test_a_16_bit_picture_reaches_the_segmenter_scaled_not_clipped_issue_30(sam, monkeypatch):
+    seen = []
+    spy = replace(
+        sam2.SAM2, on_picture=lambda m, p, rgb, clicks: seen.append(rgb) or sam2.on_picture(m, p, rgb, clicks)
+    )
+    monkeypatch.setattr(segmenting, "BACKENDS", (spy,))
+    grey = Image.fromarray(np.full((40, 60), 30_000, np.uint16))  # mode I;16: a 16-bit scan or depth map
+    segment(*sam, Answer('<points coords="1 1 500 500">x</points>', images=[grey]))
+    assert seen[0].shape == (40, 60, 3) and seen[0].dtype == np.uint8
+    assert int(seen[0][0, 0, 0]) == round(30_000 / 257)  # load_image's rule; clipped, it would be 255
+
+
+def test_segment_says_how_to_wrap_points_of_your_own_issue_31(sam):
+    with pytest.raises(
+        TypeError, match=r"Answer\(format_points\(points, \[image.size\]\), images=\[image\]\)"
+    ):
+        segment(*sam, [Point(1, 10, 10, image=1)])
+    with pytest.raises(TypeError, match="load_segmenter"):
+        segment("a model", None, Answer("x", images=[picture(8, 8)]))
+
+
 # --- loading -----------------------------------------------------------------------------------
 
 
@@ -176,11 +223,11 @@ def test_the_segmenter_comes_from_one_place(monkeypatch, tmp_path):
     monkeypatch.setenv("MOLMO_MODEL_ID", "tiny")
     assert segmenter_id() == "tiny"  # the tiny Molmo2 goes with the tiny SAM 2: offline stays offline
     monkeypatch.setenv("MOLMO_MODEL_ID", "allenai/Molmo2-4B")
-    assert segmenter_id() == segmentation.DEFAULT_SEGMENTER_ID == "facebook/sam2.1-hiera-small"
+    assert segmenter_id() == sam2.DEFAULT_SEGMENTER_ID == "facebook/sam2.1-hiera-small"
 
 
 def test_load_segmenter_tiny_builds_it_offline(monkeypatch, tmp_path):
-    monkeypatch.setattr(segmentation, "tiny_segmenter_dir", lambda: tmp_path / "tiny-sam2")
+    monkeypatch.setattr(sam2, "tiny_segmenter_dir", lambda: tmp_path / "tiny-sam2")
     model, processor = load_segmenter("tiny")
     assert (tmp_path / "tiny-sam2" / "config.json").is_file()
     assert type(model).__name__ == "Sam2VideoModel" and processor.target_size == TINY_SAM_IMAGE_SIZE
@@ -188,8 +235,24 @@ def test_load_segmenter_tiny_builds_it_offline(monkeypatch, tmp_path):
 
 def test_a_segmenter_that_cannot_be_loaded_says_what_to_do(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(SegmenterLoadError, match="MOLMO_SEGMENTER_ID.*'tiny'"):
+    with pytest.raises(SegmenterLoadError, match="Hub is not reachable.*set MOLMO_SEGMENTER_ID=tiny"):
         load_segmenter("nobody/no-such-sam")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(loading, "_hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(SegmenterLoadError, match=r"Hub is not reachable from this machine \(no network\)"):
+        load_segmenter("nobody/no-such-sam")
+
+
+def test_a_segmenter_folder_that_does_not_exist_says_so_issue_30(monkeypatch, tmp_path):
+    monkeypatch.setenv("MOLMO_SEGMENTER_ID", str(tmp_path / "no-such-folder"))
+    with pytest.raises(SegmenterLoadError, match="there is no folder .*no-such-folder") as caught:
+        load_segmenter()
+    assert "Repo id" not in str(caught.value)
+
+
+def test_molmo2_given_as_the_segmenter_is_named_issue_30(tiny_model_path):
+    with pytest.raises(SegmenterLoadError, match="'molmo2' model .*MOLMO_MODEL_ID.*not SAM 2"):
+        load_segmenter(tiny_model_path)
 
 
 def test_memory_estimates_grow_with_the_size():
@@ -276,8 +339,12 @@ def test_coco_export_round_trips_through_cocoeval_for_segm_and_bbox(tmp_path, ca
     coco = to_coco(pictures, names=["a.jpg", "b.jpg", "c.jpg"], category="coin")
     path = save_coco(coco, tmp_path / "masks.json")
     truth = COCO(str(path))
-    assert [a["bbox"] for a in truth.loadAnns(truth.getAnnIds(imgIds=[1]))] == [[2, 2, 4, 4], [6, 5, 4, 4]]
-    assert truth.loadAnns(truth.getAnnIds(imgIds=[2]))[0]["track_id"] == 2
+    first, second, _ = (image["id"] for image in coco["images"])
+    assert [a["bbox"] for a in truth.loadAnns(truth.getAnnIds(imgIds=[first]))] == [
+        [2, 2, 4, 4],
+        [6, 5, 4, 4],
+    ]
+    assert truth.loadAnns(truth.getAnnIds(imgIds=[second]))[0]["track_id"] == 2
     results = truth.loadRes(coco["annotations"])
     for kind in ("segm", "bbox"):
         evaluation = COCOeval(truth, results, iouType=kind)
@@ -285,21 +352,59 @@ def test_coco_export_round_trips_through_cocoeval_for_segm_and_bbox(tmp_path, ca
         evaluation.accumulate()
         evaluation.summarize()
         assert evaluation.stats[0] == pytest.approx(1.0)  # the masks against themselves: AP 1
-    with pytest.raises(ValueError, match="names"):
-        to_coco(pictures)
+    with pytest.raises(ValueError, match="one name per picture"):
+        to_coco(pictures, names=["a.jpg"])
     with pytest.raises(ValueError, match="json"):
         save_coco(coco, tmp_path / "masks.txt")
+
+
+def test_one_picture_s_masks_export_alone_issue_31():
+    """to_coco(masks[0]): one PictureMasks is one picture, not 'not iterable'."""
+    one = masks((4, square(2, 2)), (5, np.zeros((10, 10), bool)))
+    coco = to_coco(one, names=["photo.jpg"])
+    assert [i["file_name"] for i in coco["images"]] == ["photo.jpg"]
+    assert [a["track_id"] for a in coco["annotations"]] == [4]  # the empty mask is no object
+    assert to_coco(one)["images"][0]["file_name"] == "image_1"
 
 
 def test_a_segmentation_exports_its_frames(sam):
     seen = sample_frames(INPUT_DIR / "moving_objects.mp4", fps=1)
     answer = Answer(format_points([Point(1, 80, 100, time=0.0)], seen.size, tag="tracks"), videos=[seen])
-    coco = to_coco(segment(*sam, answer))
-    assert [i["frame"] for i in coco["images"]] == seen.indices
-    assert coco["images"][0]["file_name"] == "moving_objects.mp4#frame=0"
+    found = segment(*sam, answer)
+    coco = to_coco(found)
+    assert [i["frame_index"] for i in coco["images"]] == seen.indices
+    assert coco["images"][0]["file_name"] == "moving_objects.mp4/000000.jpg"
     assert all(a["track_id"] == 1 for a in coco["annotations"])
-    per_frame = to_detections(segment(*sam, answer))
-    assert len(per_frame) == len(seen.timestamps) and all(d.tracker_id.tolist() == [1] for d in per_frame)
+    per_frame = to_detections(found)
+    assert len(per_frame) == len(seen.timestamps)
+    for detections, picture in zip(per_frame, found, strict=True):
+        assert detections.tracker_id.tolist() == [1] * bool(picture.mask(1).any())
+
+
+def test_a_video_s_point_and_mask_exports_name_its_frames_alike_issue_29(sam, tmp_path):
+    """The point export (export_coco of a run) and the mask export (to_coco of segment) of one video give
+    its frames the same file names and ids, so pycocotools loads the masks against the points' images."""
+    item = load_dataset(
+        [
+            {
+                "file": str(INPUT_DIR / "moving_objects.mp4"),
+                "truth": str(INPUT_DIR / "ground_truth" / "moving_objects.json"),
+            }
+        ]
+    )[0]
+    result = results_from_answers([item], {item.key: worked_answer(item, tag="tracks")})[0]
+    points_path = export_coco([item], [result], tmp_path / "points.json")
+    frames = frames_of(item.path, result.plan)
+    answer = Answer(result.answer, videos=[frames])
+    mask_coco = to_coco(segment(*sam, answer), key=item.key)
+    point_coco = json.loads(points_path.read_text())
+    assert [(i["id"], i["file_name"], i["frame_index"]) for i in mask_coco["images"]] == [
+        (i["id"], i["file_name"], i["frame_index"]) for i in point_coco["images"]
+    ]
+    assert mask_coco["images"][0]["file_name"].endswith("moving_objects.mp4/000000.jpg")
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground = COCO(str(points_path))
+        ground.loadRes(mask_coco["annotations"])  # image ids agree, or pycocotools refuses
 
 
 # --- supervision -------------------------------------------------------------------------------
@@ -317,8 +422,15 @@ def test_supervision_accepts_the_detections():
     assert painted[3, 3].any() and not painted[0, 9].any()
 
 
+def test_empty_masks_are_no_detections_as_they_are_no_coco_objects_issue_30():
+    found = masks((4, square(2, 2)), (6, np.zeros((10, 10), bool)))
+    dets = to_detections(found)
+    assert len(dets) == 1 and dets.tracker_id.tolist() == [4] and dets.xyxy.tolist() == [[2, 2, 6, 6]]
+    assert len(dets) == len(to_coco(found)["annotations"])
+
+
 def test_without_supervision_the_error_says_how_to_install_it(monkeypatch):
-    monkeypatch.setattr(detections, "sv", None)
+    monkeypatch.setattr(exports, "sv", None)
     with pytest.raises(ImportError, match="pip install supervision"):
         to_detections(masks())
 
@@ -326,7 +438,7 @@ def test_without_supervision_the_error_says_how_to_install_it(monkeypatch):
 def test_true_masks_are_the_truths_own_masks_where_it_gives_them(tmp_path):
     """A truth file whose objects carry COCO masks (here a polygon and an RLE) is read with masks.Mask."""
     box = [[2, 2, 6, 2, 6, 6, 2, 6]]  # a 4x4 square, as a COCO polygon
-    encoded = rle(square(5, 5, 3))
+    encoded = encode_rle(square(5, 5, 3))
     frames = [
         {"frame": 0, "time": 0.0, "objects": [{"id": 1, "x": 4, "y": 4, "mask": box}]},
         {"frame": 1, "time": 0.5, "objects": [{"id": 1, "x": 4, "y": 4, "mask": box}, {"id": 2, "x": 6, "y": 6, "mask": encoded}]},

@@ -66,7 +66,7 @@ def built(tiny_model_path, tmp_path):
 
 def test_a_current_build_is_reused(built, monkeypatch):
     before = _files(built)
-    monkeypatch.setattr(tiny, "_tokenizer", lambda: pytest.fail("rebuilt a current build"))
+    monkeypatch.setattr(tiny.molmo2, "build_tokenizer", lambda: pytest.fail("rebuilt a current build"))
     assert build_tiny_molmo2(built) == built
     assert _files(built) == before
     assert json.loads((built / MARKER).read_text())["weights_version"] == tiny.WEIGHTS_VERSION
@@ -129,7 +129,9 @@ def test_a_file_is_not_a_folder(tmp_path):
 
 def test_command_line_is_a_real_parser(tmp_path, monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(tiny, "build_tiny_molmo2", lambda folder, **kw: calls.append((folder, kw)) or folder)
+    monkeypatch.setattr(
+        tiny.cli, "build_tiny_molmo2", lambda folder, **kw: calls.append((folder, kw)) or folder
+    )
     monkeypatch.chdir(tmp_path)
     assert tiny.main(["--overwrite"]) == 0
     assert tiny.main(["out", "--seed", "3"]) == 0
@@ -165,7 +167,7 @@ def test_the_tiny_sam2_loads_through_from_pretrained_and_is_reused(tmp_path, mon
     assert model.config.image_size == processor.target_size == tiny.TINY_SAM_IMAGE_SIZE
     assert sum(p.numel() for p in model.parameters()) < 2_000_000  # far below SAM 2.1 tiny's 39M
     before = _files(folder)
-    monkeypatch.setattr(tiny, "Sam2VideoModel", lambda config: pytest.fail("rebuilt a current build"))
+    monkeypatch.setattr(tiny.sam2, "Sam2VideoModel", lambda config: pytest.fail("rebuilt a current build"))
     assert tiny.build_tiny_sam2(folder) == folder and _files(folder) == before
 
 
@@ -178,7 +180,9 @@ def test_the_tiny_sam2_never_replaces_others_files(tmp_path):
 
 def test_command_line_builds_the_segmenter(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(tiny, "build_tiny_sam2", lambda folder, **kw: calls.append((folder, kw)) or folder)
+    monkeypatch.setattr(
+        tiny.cli, "build_tiny_sam2", lambda folder, **kw: calls.append((folder, kw)) or folder
+    )
     monkeypatch.chdir(tmp_path)
     assert tiny.main(["--segmenter"]) == 0
     assert calls == [("downloaded_data/tiny-sam2", {"seed": 0, "overwrite": False})]
@@ -195,7 +199,7 @@ def test_a_build_another_process_finished_meanwhile_is_used(tmp_path, monkeypatc
             shutil.copytree(done, target)  # the other worker moves its build in first
         return real(src, dst)
 
-    monkeypatch.setattr(tiny.os, "replace", racing)
+    monkeypatch.setattr(os, "replace", racing)
     assert tiny.build_tiny_sam2(target) == target
     assert _files(target) == _files(done)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left

@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 from peft.utils import load_peft_weights
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
 from molmo_nb_utils import INPUT_DIR, load_image, load_model, parse_points
 from molmo_nb_utils.asking import chat, prepare_inputs, user_message
@@ -39,14 +39,6 @@ from molmo_nb_utils.training import (
 from molmo_nb_utils.training.encoding import IGNORE, training_item
 
 PROMPT = "Point to the coins."
-
-
-@pytest.fixture(scope="module")
-def coin_tables():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # table_01 has no coins, and says so
-        items = load_dataset(INPUT_DIR / "coin_table.json")
-    return [item for item in items if item.points is not None]
 
 
 @pytest.fixture
@@ -287,19 +279,8 @@ def test_video_tracks_round_trip_and_train(tiny_model_path, video, tmp_path):
 # Checkpoints, resume, reload
 
 
-class _Interrupt(TrainerCallback):
-    """Ctrl-C after optimizer step ``at``."""
-
-    def __init__(self, at):
-        self.at = at
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at:
-            raise KeyboardInterrupt
-
-
 def test_resume_after_an_interruption_gives_the_same_adapter(
-    tiny_model_path, coin_tables, tmp_path, monkeypatch
+    tiny_model_path, coin_tables, tmp_path, monkeypatch, interrupt
 ):
     items = coin_tables[1:4]
     settings = dict(prompt=PROMPT, max_steps=6, save_steps=2, per_device_train_batch_size=2, progress=False)
@@ -319,7 +300,7 @@ def test_resume_after_an_interruption_gives_the_same_adapter(
 
     model, processor = load_model(tiny_model_path)
     with pytest.raises(KeyboardInterrupt):
-        fine_tune(model, processor, items, tmp_path / "cut", callbacks=[_Interrupt(5)], **settings)
+        fine_tune(model, processor, items, tmp_path / "cut", callbacks=[interrupt(5)], **settings)
     assert latest_checkpoint(tmp_path / "cut").name == "checkpoint-4"
     assert not (tmp_path / "cut" / "adapter").exists()
     model, processor = load_model(tiny_model_path)

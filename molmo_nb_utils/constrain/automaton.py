@@ -21,13 +21,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
+from outlines_core import Index, Vocabulary
 
 from molmo_nb_utils.constrain.vocabulary import TokenBytes
-
-try:  # a dependency (requirements.txt); only constrained answers use it, so Colab installs it only where a lesson does
-    from outlines_core import Index, Vocabulary
-except ImportError:
-    Index = Vocabulary = None
 
 UNREACHABLE = 1 << 30
 
@@ -107,10 +103,6 @@ def _distances(finals: frozenset[int], edges: dict[int, np.ndarray]) -> dict[int
 @lru_cache(maxsize=64)
 def compile_pattern(pattern: str, vocab: TokenBytes) -> Automaton:
     """``pattern`` over ``vocab``'s tokens, once per (pattern, vocabulary): a dataset asks the same shape often."""
-    if Index is None:
-        raise ImportError(
-            "constrain= compiles Molmo2's grammar with outlines-core: pip install 'outlines-core>=0.2.3'"
-        )
     index = Index(f"(?:{pattern}){END}", _vocabulary(vocab))
     transitions = index.get_transitions()
     finals = frozenset(index.get_final_states())

@@ -19,12 +19,16 @@ Why: after the lessons, the next step is a folder of your own images or videos a
 * ``scoring``: predicted to true points matched one to one within 5% of the image diagonal (the
   hit rule of 04_video_pointing), counts (the count rule of 03_pointing), track identities.
 * ``pictures`` and ``exports``: what to look at, and files that pandas, CVAT, FiftyOne and
-  pycocotools read.
+  pycocotools read (frames named as ``coco_images`` names them, as the mask export does).
+* ``coco``: a COCO instances file (CVAT, Label Studio, Roboflow) as items with masks, fitted to the
+  photos as they are shown.
+* ``coin_masks``: true masks on the frames shown (``true_masks``: the truth's own, else the sample
+  coins' by one rule, ``coin_mask``) and the sample items with their coins' masks (``with_coin_masks``).
 
 The lesson is ``08_your_dataset.ipynb``.
 """
 
-from molmo_nb_utils.dataset.coin_masks import COIN_DIAMETERS, disc_polygon, with_coin_masks
+from molmo_nb_utils.dataset.coin_masks import COIN_DIAMETERS, coin_mask, true_masks, with_coin_masks
 from molmo_nb_utils.dataset.exports import export_coco, export_csv, export_points_csv, safe_cell
 from molmo_nb_utils.dataset.items import DEFAULT_PROMPT, DatasetItem, item_prompt, load_dataset
 from molmo_nb_utils.dataset.pictures import draw_result, plot_counts
@@ -41,7 +45,7 @@ __all__ = [
     "ItemResult",
     "ItemScore",
     "RunSettings",
-    "disc_polygon",
+    "coin_mask",
     "draw_result",
     "export_coco",
     "export_csv",
@@ -58,6 +62,7 @@ __all__ = [
     "safe_cell",
     "score_results",
     "score_table",
+    "true_masks",
     "with_coin_masks",
     "worked_answer",
     "worst_items",

@@ -18,15 +18,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from molmo_nb_utils.coco_images import frame_images, picture_image
 from molmo_nb_utils.dataset.items import DatasetItem
 from molmo_nb_utils.dataset.results import ItemResult, latest, now
 from molmo_nb_utils.dataset.scoring import DatasetScore
 from molmo_nb_utils.evaluation import distance_threshold
 from molmo_nb_utils.grounding import Point
 from molmo_nb_utils.paths import atomic_path
-
-_FRAMES_PER_ITEM = 1_000_000  # image ids: item position * this + the frame's place among those shown
-
 
 CSV_FIELDS = [
     "key", "kind", "prompt", "true_count", "predicted_count", "count_error", "tp", "fp", "fn",
@@ -165,13 +163,12 @@ def export_coco(items: Sequence[DatasetItem], results: Iterable[ItemResult], pat
     the object's scale. For ``COCOeval(gt, dt, "keypoints")`` set ``params.kpt_oks_sigmas`` to one
     value (e.g. ``np.array([0.1])``): its default has COCO's 17 body keypoints.
 
-    Images are listed with a ``file_name`` of their own: an image item's key; each frame a video
-    answer was given is ``<video key>/<frame index, 6 digits>.jpg`` (``clip.mp4/000008.jpg``, as
-    ``ffmpeg -start_number 0`` names extracted frames), with ``video``, ``frame_index`` and ``time``;
-    a frame shown twice (a video sampled faster than it was filmed) is ``..._1.jpg`` the second time.
+    Images are named and numbered as ``coco_images`` says (an image item's key; each frame a video
+    answer was given ``<video key>/<frame index, 6 digits>.jpg``, ``clip.mp4/000008.jpg``, with
+    ``video``, ``frame_index`` and ``time``), the names and ids ``masks.to_coco`` gives the same frames.
     Image ids depend only on the item's place in ``items`` and the frame's place among those shown,
-    so the export of the
-    ground truth (``results_from_answers`` of ``worked_answer``) and of the answers share them.
+    so the export of the ground truth (``results_from_answers`` of ``worked_answer``) and of the
+    answers share them.
     ``point_id`` keeps the answer's id; tracks add ``track_id``. Failed items are left out.
     """
     by_key = {key: r for key, r in latest(results).items() if r.error is None}
@@ -212,36 +209,14 @@ def export_coco(items: Sequence[DatasetItem], results: Iterable[ItemResult], pat
         r = by_key.get(item.key)
         if r is None:
             continue
-        width, height = r.size
         if item.kind == "image":
-            image = {
-                "id": position * _FRAMES_PER_ITEM,
-                "file_name": item.key,
-                "width": width,
-                "height": height,
-            }
+            image = picture_image(item.key, r.size, position)
             images.append(image)
             for p in r.points:
                 annotate(image, item, p, track=False)
             continue
-        image_of: dict[float, dict[str, Any]] = {}
-        shown: dict[int, int] = {}  # frame index -> times shown so far
-        for t, index in zip(r.times, r.frame_indices, strict=True):
-            if t in image_of:
-                continue
-            repeat = shown.get(index, 0)
-            shown[index] = repeat + 1
-            image = {
-                "id": position * _FRAMES_PER_ITEM + len(image_of),
-                "file_name": f"{item.key}/{index:06d}" + (f"_{repeat}" if repeat else "") + ".jpg",
-                "width": width,
-                "height": height,
-                "video": item.key,
-                "frame_index": index,
-                "time": t,
-            }
-            images.append(image)
-            image_of[t] = image
+        image_of = {image["time"]: image for image in frame_images(item.key, r.plan, position).values()}
+        images.extend(image_of.values())
         for track, points in ((False, r.points), (True, r.tracks)):
             for p in points:
                 if p.time in image_of:

@@ -25,7 +25,7 @@ from molmo_nb_utils.asking import VIDEO_SUFFIXES
 from molmo_nb_utils.dataset.coco import coco_entries, is_coco
 from molmo_nb_utils.evaluation import load_ground_truth
 from molmo_nb_utils.grounding import Point
-from molmo_nb_utils.masks import Mask, check_mask_sizes, masks_of_points
+from molmo_nb_utils.masks.geometry import Mask, check_mask_sizes, masks_of_points
 from molmo_nb_utils.media import image_size
 from molmo_nb_utils.paths import file_sha256
 
@@ -217,7 +217,7 @@ def _read_list(path: Path, label: str) -> tuple[list[Any], str, str]:
     except json.JSONDecodeError as err:
         raise ValueError(f"{path.name} is not valid JSON ({err})") from None
     if is_coco(data):  # a COCO instances file (CVAT, Label Studio, Roboflow): see dataset/coco.py
-        return (*coco_entries(data, path.name, label), encoding)
+        return (*coco_entries(data, path.name, label, path.parent), encoding)
     if isinstance(data, Mapping) and isinstance(data.get("items"), list):
         top = data.get("label", label)
         if top is None or not str(top).strip():

@@ -23,8 +23,7 @@ from molmo_nb_utils.dataset.items import DatasetItem, check_unchanged
 from molmo_nb_utils.dataset.results import ItemResult, latest
 from molmo_nb_utils.evaluation import (
     DIAGONAL_FRACTION,
-    DISTANCE_RULE,
-    MASK_RULE,
+    RULES,
     CountScore,
     GroundTruth,
     PointScore,
@@ -34,11 +33,11 @@ from molmo_nb_utils.evaluation import (
     load_ground_truth,
     mask_point_scores,
     point_scores,
+    rule_name,
     score_points,
-    shown_frames,
     sum_scores,
+    video_point_scores,
 )
-from molmo_nb_utils.grounding import group_by_time
 
 
 @dataclass(frozen=True)
@@ -113,7 +112,7 @@ class DatasetScore:
         if self.image_points:
             images = sum(s.kind == "image" and s.points is not None for s in self.items)
             lines.append(
-                f"points in {images} image(s), {self._rule(self.image_points.rule)}: {self.image_points}"
+                f"points in {images} image(s), {rule_name(self.image_points.rule, self.fraction)}: {self.image_points}"
             )
             lines.append(
                 f"  mean per image: precision {self.mean_image_precision:.2f}, recall "
@@ -122,7 +121,7 @@ class DatasetScore:
         if self.video_points:
             videos = sum(s.kind == "video" and s.points is not None for s in self.items)
             lines.append(
-                f"points in {videos} video(s), per frame shown, {self._rule(self.video_points.rule)}: "
+                f"points in {videos} video(s), per frame shown, {rule_name(self.video_points.rule, self.fraction)}: "
                 f"{self.video_points}"
             )
         if self.id_consistency is not None:
@@ -131,16 +130,9 @@ class DatasetScore:
             lines.append(
                 f"tracks: {self.id_consistency:.0%} of objects followed by one id; HOTA {self.hota:.3f}, "
                 f"DetA {self.deta:.3f}, AssA {self.assa:.3f} (TrackEval, "
-                f"{self._rule(rules.pop() if len(rules) == 1 else 'mixed')}; {len(tracked)} video(s) with tracks)"
+                f"{rule_name(rules.pop() if len(rules) == 1 else 'mixed', self.fraction)}; {len(tracked)} video(s) with tracks)"
             )
         return "\n".join(lines)
-
-    def _rule(self, rule: str) -> str:
-        if rule == MASK_RULE:
-            return "point in the object's mask (Molmo2's rule)"
-        if rule == DISTANCE_RULE:
-            return f"within {self.fraction:.0%} of the diagonal (our rule)"
-        return "by both rules (in mask where the truth has masks, else within distance: see score_table)"
 
 
 def _score_item(item: DatasetItem, result: ItemResult, fraction: float, rule: str) -> ItemScore:
@@ -163,21 +155,9 @@ def _score_item(item: DatasetItem, result: ItemResult, fraction: float, rule: st
         if rule == "distance":
             truth = replace(truth, masks={})
         _check_size(item, truth, result.size)
-        plan = result.plan
-        shown = shown_frames(plan)
-        truth_at = group_by_time(truth.at_plan(plan))
-        predicted_at = group_by_time(predicted)
-        frame_scores = []
-        for t, index in shown.items():
-            guesses, true_here = predicted_at.get(t, []), truth_at.get(t, [])
-            if truth.masks:
-                here = [truth.mask_of(index, o.id) for o in true_here]
-                frame_scores.append(mask_point_scores(guesses, true_here, here, result.size))
-            else:
-                frame_scores.append(point_scores(guesses, true_here, threshold))
-        points = sum_scores(frame_scores)
+        points = video_point_scores(predicted, truth, result.plan, radius=threshold)
         if result.tracks:
-            tracks = score_points(result.tracks, truth, plan, radius=threshold)
+            tracks = score_points(result.tracks, truth, result.plan, radius=threshold)
     return ItemScore(item.key, item.kind, item.count, result.count, points, tracks, threshold)
 
 
@@ -309,13 +289,12 @@ def score_table(scores: Iterable[ItemScore]) -> str:
 
 def _rule_lines(scores: list[ItemScore]) -> list[str]:
     """Under the table: which rule judged whose points, and the tracks' HOTA."""
-    names = {MASK_RULE: "in the object's mask (Molmo2's rule)", DISTANCE_RULE: "within distance (our rule)"}
     lines = []
-    for rule, name in names.items():
+    for rule in RULES:
         keys = [s.key for s in scores if s.rule == rule]
         if keys:
             shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
-            lines.append(f"points {name}: {shown}")
+            lines.append(f"points {rule_name(rule)}: {shown}")
     lines += [
         f"tracks of {s.key}: HOTA {s.tracks.hota:.2f}, DetA {s.tracks.deta:.2f}, AssA {s.tracks.assa:.2f} "
         f"(TrackEval; similarity {s.tracks.rule})"

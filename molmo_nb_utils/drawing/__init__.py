@@ -20,7 +20,6 @@ One job a module:
 from molmo_nb_utils.drawing.masks import (
     draw_masks,
     draw_masks_on_images,
-    mask_box,
     masked_frames,
     render_masks_video,
 )
@@ -51,7 +50,6 @@ __all__ = [
     "draw_points_on_images",
     "draw_tracks",
     "frame_grid",
-    "mask_box",
     "masked_frames",
     "plot_timeline",
     "plot_trajectories",

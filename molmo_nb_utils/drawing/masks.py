@@ -1,10 +1,10 @@
 """Masks on images and video frames: a translucent fill in the id's colour, its outline, box and id.
 
 A "masks" argument is either an (N, H, W) boolean array with its ``ids``, or anything that carries
-both as ``.masks`` and ``.ids`` (``segmentation.PictureMasks``), so this module needs no model.
-Masks are at the size of the picture they belong to (upright for phone videos, as the frames shown
-are), and boxes are worked out from them here, as ``segmentation`` does: one rule, in
-``mask_box``.
+both as ``.masks`` and ``.ids`` (``masks.PictureMasks``), so this module needs no model. Masks are at
+the size of the picture they belong to (upright for phone videos, as the frames shown are); their boxes
+come from ``masks.geometry.mask_box``, the rule every export uses. A picture is a PIL image, an RGB
+array or an image file's path.
 """
 
 from __future__ import annotations
@@ -33,18 +33,10 @@ from molmo_nb_utils.drawing.style import (
     with_header,
 )
 from molmo_nb_utils.drawing.video import write_video
+from molmo_nb_utils.masks.geometry import mask_box
 from molmo_nb_utils.media import VideoFrames
 
 MASK_ALPHA = 0.45  # opacity of a mask's fill: the object stays visible under its colour
-
-
-def mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:
-    """(x0, y0, x1, y1) in pixels around the mask's pixels, x1 and y1 exclusive (pycocotools' rule:
-    a one-pixel mask at (3, 4) has the box (3, 4, 4, 5)); (0, 0, 0, 0) for an empty mask."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        return 0.0, 0.0, 0.0, 0.0
-    return float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)
 
 
 def unpack_masks(masks: Any, ids: Sequence[int] | None = None) -> tuple[np.ndarray, list[int]]:

@@ -7,6 +7,7 @@ picture, video and plot.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -15,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from molmo_nb_utils.grounding import Point
+from molmo_nb_utils.media import load_image, rgb_image
 
 # matplotlib's tab10 followed by the light half of tab20: distinct, colour-blind friendlier than
 # random colours, and the same ids get the same colours as matplotlib plots.
@@ -90,9 +92,14 @@ def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 
 
 def to_pil(image: Any) -> Image.Image:
-    """A new RGB PIL image from a PIL image or an (H, W[, 3|4]) uint8 array; the input is never changed."""
+    """A new RGB PIL image from an image file's path or URL (loaded upright, ``load_image``), a PIL image
+    or an (H, W[, 3|4]) uint8 array; the input is never changed. A PIL image is made RGB by load_image's
+    rule (a 16-bit picture scaled to 8 bits, transparency on white), so a picture is drawn as the model
+    saw it."""
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image)
     if isinstance(image, Image.Image):
-        return image.convert("RGB") if image.mode != "RGB" else image.copy()
+        return rgb_image(image)
     if isinstance(image, np.ndarray):
         if (
             image.dtype != np.uint8
@@ -104,7 +111,9 @@ def to_pil(image: Any) -> Image.Image:
                 f"got {image.dtype} {image.shape}"
             )
         return Image.fromarray(image).convert("RGB")
-    raise TypeError(f"expected a PIL image or a numpy uint8 array, got {type(image).__name__}")
+    raise TypeError(
+        f"expected an image file's path, a PIL image or a numpy uint8 array, got {type(image).__name__}"
+    )
 
 
 def to_array(image: Any) -> np.ndarray:

@@ -9,9 +9,13 @@ One concern a module:
   ``masking_table``), the frozen vision features computed once, and ``Molmo2Collator``, which pads
   several examples into one batch.
 * ``settings``: ``FineTuneSettings`` (what TrainingArguments has no name for), ``lora_config``,
-  ``qlora_config``, the default learning rate and steps.
-* ``checkpoints``: the run folder's manifest and marks: what fine_tune wrote, which checkpoint is
-  whole, which base it was trained on; ``load_adapter``, ``latest_checkpoint``.
+  ``qlora_config``, and ``training_arguments``: the TrainingArguments of a run, with the lesson's defaults.
+* ``record``: what a run trained (every TrainingArguments field that changes it, the items with their
+  files' content), so that a run folder answers only with the adapter of the same training; validation
+  on other files than training.
+* ``checkpoints``: the run folder's manifest, marks and lock: what fine_tune wrote (and may remove),
+  which checkpoint is whole, which base it was trained on, who trains there now; ``load_adapter``,
+  ``latest_checkpoint``.
 * ``trainer``: ``fine_tune`` and ``Molmo2Trainer`` (the mean of the examples' losses).
 
 The lesson is ``09_fine_tune.ipynb``; ``scripts/fine_tune_ddp.py`` trains on several GPUs.

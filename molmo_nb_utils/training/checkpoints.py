@@ -11,6 +11,17 @@ Why each rule is here:
   written last) lists every file with its size and each is there. A checkpoint is removed by first
   renaming it to a hidden name the manifest records, then deleting: killed half-way, it is no longer a
   checkpoint, and the next call finishes the removal.
+* **Removed only when every file is proven ours.** The mark also holds each file's sha256, so a file the
+  user put into ``adapter/`` or a checkpoint (notes, an evaluation), or one of ours they edited (peft's
+  model card), is told apart from what we wrote: such a folder is never removed; starting over is refused
+  with the files to move, and the rotation keeps that checkpoint. A checkpoint the Trainer was writing
+  when the call was killed has no mark yet: it is ours because the manifest names it *before* the
+  Trainer makes it (``Molmo2Trainer`` announces every checkpoint, whatever the save strategy), so it is
+  removed whole.
+* **One call at a time.** A run folder is locked (``fine_tune.lock``) by the process training in it; a
+  second call (another notebook kernel, a job submitted twice) is refused, naming that process, instead
+  of resuming from checkpoints still being written. The lock is the operating system's, released however
+  the process ends, so a killed run never leaves the folder blocked.
 * **On the right base.** The mark and the manifest carry the base model's identity
   (``fingerprint.weights_fingerprint``: the weights themselves, not their folder). ``load_adapter``
   and resuming refuse another base, saying what differs.
@@ -18,24 +29,28 @@ Why each rule is here:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from peft import PeftModel
 
+from molmo_nb_utils.dataset.results import same_open_file
 from molmo_nb_utils.fingerprint import weights_fingerprint, weights_precision
-from molmo_nb_utils.paths import atomic_path
+from molmo_nb_utils.paths import atomic_path, file_sha256, try_lock
 from molmo_nb_utils.training.targets import TrainingError
 
 __all__ = [
     "ADAPTER",
     "CHECKPOINTS",
+    "LOCK",
     "MANIFEST",
     "MARK",
     "base_identity",
@@ -45,10 +60,13 @@ __all__ = [
     "is_whole",
     "latest_checkpoint",
     "load_adapter",
+    "locked_run",
     "mark_folder",
+    "not_ours",
     "open_run",
     "read_manifest",
     "read_mark",
+    "refuse_theirs",
     "remove_ours",
     "write_manifest",
 ]
@@ -57,6 +75,7 @@ MANIFEST = "fine_tune.json"  # in the run folder: what fine_tune wrote there
 CHECKPOINTS = "checkpoints"  # the Trainer's output_dir, inside the run folder
 ADAPTER = "adapter"  # the final (best) adapter, inside the run folder
 MARK = "fine_tune_mark.json"  # in each checkpoint and adapter folder, written last
+LOCK = "fine_tune.lock"  # in the run folder while a call works there: the process's id
 WRITER = "molmo_nb_utils.fine_tune"
 FORMAT = 1
 PEFT_WEIGHTS = "adapter_model.safetensors"
@@ -153,16 +172,21 @@ def open_run(root: Path) -> dict[str, Any]:
 # Marks: a folder is whole when its mark lists every file, with its size, and each is there
 
 
+def _contents(folder: Path) -> list[Path]:
+    return [p for p in sorted(folder.rglob("*")) if p.is_file() or p.is_symlink()]
+
+
 def mark_folder(folder: Path, run: str, **record: Any) -> None:
-    """Write ``folder``'s mark, last: the run, ``record`` and every file with its size."""
-    files = {
-        str(p.relative_to(folder)): p.stat().st_size
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != MARK
-    }
+    """Write ``folder``'s mark, last: the run, ``record``, and every file with its size and sha256."""
+    found = [p for p in _contents(folder) if p.relative_to(folder) != Path(MARK)]
+    files = {str(p.relative_to(folder)): p.stat().st_size for p in found}
+    sha256 = {str(p.relative_to(folder)): file_sha256(p) for p in found}
     with atomic_path(folder / MARK) as tmp:
         tmp.write_text(
-            json.dumps({"written_by": WRITER, "run": run, **record, "files": files}, indent=1) + "\n"
+            json.dumps(
+                {"written_by": WRITER, "run": run, **record, "files": files, "sha256": sha256}, indent=1
+            )
+            + "\n"
         )
 
 
@@ -191,6 +215,44 @@ def is_whole(folder: Path, run: str | None = None) -> bool:
     return True
 
 
+def not_ours(folder: Path, run: str) -> list[str]:
+    """The files in ``folder`` its mark does not prove ``run`` wrote: not listed, or changed since (size,
+    sha256).
+
+    A mark from before sha256 was recorded proves by size alone. A folder without a mark of ``run`` (none,
+    or another run's, copied in) proves nothing: all its files are listed.
+    """
+    mark = read_mark(folder)
+    if mark is not None and mark.get("run") != run:
+        mark = None
+    sizes, digests = (mark or {}).get("files", {}), (mark or {}).get("sha256")
+    theirs = []
+    for path in _contents(folder):
+        name = str(path.relative_to(folder))
+        if mark is not None and name == MARK:
+            continue
+        if (
+            name not in sizes
+            or path.is_symlink()
+            or path.stat().st_size != sizes[name]
+            or (digests is not None and file_sha256(path) != digests.get(name))
+        ):
+            theirs.append(name)
+    return theirs
+
+
+def refuse_theirs(root: Path, folders: list[Path], run: str, doing: str) -> None:
+    """Refuse ``doing`` if any of ``folders`` holds files we cannot prove ``run`` wrote, naming them."""
+    found = [f"{(folder / name).relative_to(root)}" for folder in folders for name in not_ours(folder, run)]
+    if found:
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise TrainingError(
+            f"{root} holds files that fine_tune did not write, or changed since it wrote them: {shown}. {doing} "
+            "would remove them with fine_tune's own, and fine_tune removes only what it wrote: move them out of "
+            f"{root}, then call fine_tune again."
+        )
+
+
 def _step(name: str) -> int:
     return int(name.rsplit("-", 1)[1])
 
@@ -213,8 +275,15 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
 # Removing only what we wrote, so that a kill half-way leaves no checkpoint without weights
 
 
-def remove_ours(root: Path, manifest: dict[str, Any], folder: Path) -> None:
-    """Remove ``folder`` (our checkpoint or adapter): recorded, renamed to a hidden name, then deleted."""
+def remove_ours(root: Path, manifest: dict[str, Any], folder: Path, *, checked: bool = False) -> None:
+    """Remove ``folder`` (our checkpoint or adapter): recorded, renamed to a hidden name, then deleted.
+
+    Refused (``TrainingError``) if it holds a file its mark does not prove ours. ``checked``: the caller
+    has proven every file ours (``not_ours``), or the folder is a checkpoint the manifest named before
+    the Trainer began it, which has no mark yet.
+    """
+    if folder.exists() and not checked:
+        refuse_theirs(root, [folder], manifest["run"], f"Removing {folder.name}")
     if not folder.exists():  # recorded as being written, never begun
         _forget(
             manifest,
@@ -261,11 +330,55 @@ def clean_up(root: Path, manifest: dict[str, Any]) -> None:
         folder = root / CHECKPOINTS / name
         if name in manifest["checkpoints"] and is_whole(folder, manifest["run"]):
             manifest["writing"].remove(name)
-        else:
-            remove_ours(root, manifest, folder)
+        else:  # named before the Trainer began it: ours, whole or not
+            remove_ours(root, manifest, folder, checked=read_mark(folder) is None)
     for name in list(manifest["checkpoints"]):  # ours, but no longer whole (a file lost): not a checkpoint
         if not is_whole(root / CHECKPOINTS / name, manifest["run"]):
             remove_ours(root, manifest, root / CHECKPOINTS / name)
+
+
+# ---------------------------------------------------------------------------------------------
+# One call at a time
+
+
+@contextlib.contextmanager
+def locked_run(root: Path) -> Iterator[None]:
+    """Hold the run folder for this process while the block runs; another holder is refused, by its id.
+
+    The lock is ``flock`` on ``root/fine_tune.lock``, which the operating system releases when the process
+    ends, however it ends (a file left by a killed process locks nothing). Where there are no locks
+    (Windows, some network file systems) the folder is used unlocked.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / LOCK
+    while True:
+        file = open(path, "a+")  # noqa: SIM115 (closed below)
+        locked = try_lock(file.fileno())
+        if locked is False:
+            file.seek(0)
+            holder = file.read().strip()
+            file.close()
+            raise TrainingError(
+                f"{root} is in use by {f'process {holder}' if holder else 'another process'}: another fine_tune "
+                "is training there (another notebook kernel, or a job still running). Wait for it to finish or "
+                "stop it, then call fine_tune again; or give this training another folder."
+            )
+        if locked is None or same_open_file(file, path):
+            break
+        file.close()  # removed by its holder while we waited for it: lock the file there now
+    try:
+        file.seek(0)
+        file.truncate()
+        file.write(f"{os.getpid()} on {socket.gethostname()}\n")
+        file.flush()
+        yield
+    finally:
+        if locked:  # removed while still held: nobody can take a lock on a file about to vanish
+            path.unlink(missing_ok=True)
+        file.close()
+        if not locked:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,19 +1,22 @@
-"""Settings: what fine_tune decides besides TrainingArguments, in one frozen dataclass; LoRA and QLoRA.
+"""Settings: what fine_tune decides besides TrainingArguments, in one frozen dataclass; LoRA and QLoRA;
+and the TrainingArguments of a run.
 
 The optimizer, schedule, batch, steps, logging, evaluation and saving are TrainingArguments' own
-(its names, its defaults where they suit a lesson, see ``trainer.training_arguments``). What
-TrainingArguments has no name for is here: the LoRA layers, how the media are shown (so a video is
-trained at the frames ``run_dataset`` shows), and whether the frozen vision features are cached.
+(its names, its defaults where they suit a lesson: ``training_arguments``). What TrainingArguments has
+no name for is here: the LoRA layers, how the media are shown (so a video is trained at the frames
+``run_dataset`` shows), and whether the frozen vision features are cached.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 from peft import LoraConfig
-from transformers import BitsAndBytesConfig
+from transformers import BitsAndBytesConfig, TrainingArguments
 
 from molmo_nb_utils.architecture import SIXTEEN_BIT_MODULES, lora_target_modules
 from molmo_nb_utils.checks import positive_int
@@ -23,6 +26,7 @@ from molmo_nb_utils.training.targets import TrainingError
 __all__ = [
     "BASE_LEARNING_RATE",
     "BASE_WIDTH",
+    "KEEP_CHECKPOINTS",
     "STEPS_PER_EXAMPLE",
     "FineTuneSettings",
     "check_qlora",
@@ -30,11 +34,17 @@ __all__ = [
     "default_steps",
     "lora_config",
     "qlora_config",
+    "training_arguments",
 ]
 
 # Passes over each example by default: what the tiny model needs to learn a handful of images by heart.
 STEPS_PER_EXAMPLE = 200
 MIN_STEPS, MAX_STEPS = 300, 2000
+KEEP_CHECKPOINTS = 2  # save_total_limit by default: the last and the best are always kept
+# fine_tune's old names, and TrainingArguments' own: named in the error that refuses them
+RENAMED = {"steps": "max_steps", "save_every": "save_steps", "gradient_accumulation": "gradient_accumulation_steps",
+           "keep_checkpoints": "save_total_limit", "validate_every": "eval_steps", "warmup": "warmup_steps",
+           "gradient_checkpointing": "activation_checkpointing"}  # fmt: skip
 # LoRA's usual rate for a 2,560-wide model (Molmo2-4B); Adam moves every weight by about the rate, so a
 # layer's output moves with its width: the default scales the rate by 2560 / width (8B: 6e-5, tiny: 8e-3).
 BASE_LEARNING_RATE, BASE_WIDTH = 1e-4, 2560
@@ -134,3 +144,94 @@ def check_qlora(model: Any, qlora: bool | None) -> bool:
             "fine_tune(model, ...)."
         )
     return four_bit
+
+
+def training_arguments(
+    model: Any,
+    output_dir: Path,
+    *,
+    examples: int,
+    validation: bool,
+    progress: bool,
+    args: TrainingArguments | None,
+    given: dict[str, Any],
+) -> tuple[TrainingArguments, int | None]:
+    """The TrainingArguments of a run, and the number of checkpoints to keep (``save_total_limit``).
+
+    ``given`` are the caller's TrainingArguments keywords, ``args`` a whole TrainingArguments (not both).
+    The lesson's defaults where the caller says nothing: one example per device and step;
+    ``STEPS_PER_EXAMPLE`` passes over the data (300 to 2,000 steps); the width-scaled learning rate,
+    warmed up over 5% of the steps, then a cosine; 50 logs, 5 checkpoints; with validation items an
+    evaluation at each checkpoint and the best of them loaded at the end.
+    """
+    for old, new in RENAMED.items():
+        if old in given:
+            if old == "gradient_checkpointing":  # the deprecated alias: the current name, without its warning
+                given.setdefault(new, given.pop(old))
+                continue
+            raise TrainingError(f"fine_tune takes TrainingArguments' names: {new}=... instead of {old}=...")
+    if args is not None and given:
+        raise TrainingError(
+            f"pass either args=TrainingArguments(...) or TrainingArguments' keywords ({', '.join(sorted(given))}), "
+            "not both"
+        )
+    cpu = model.device.type == "cpu"
+    if args is None:
+        batch = given.get("per_device_train_batch_size", 1)
+        accumulate = given.get("gradient_accumulation_steps", 1)
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        defaults: dict[str, Any] = {
+            "per_device_train_batch_size": 1,
+            "per_device_eval_batch_size": batch,
+            "learning_rate": default_learning_rate(model),
+            "lr_scheduler_type": "cosine",
+            "warmup_steps": 0.05,
+            "logging_steps": 0.02,
+            "save_strategy": "steps",
+            "save_steps": 0.2,
+            "eval_strategy": "steps" if validation else "no",
+            "eval_steps": given.get("save_steps", 0.2) if validation else None,  # at each checkpoint
+            "load_best_model_at_end": validation,
+            "metric_for_best_model": "eval_loss",
+            "greater_is_better": False,
+            "save_total_limit": KEEP_CHECKPOINTS,
+            "disable_tqdm": not progress,
+            "report_to": "none",
+            "use_cpu": cpu,
+            "dataloader_pin_memory": not cpu,
+            "bf16": not cpu and model.dtype == torch.bfloat16,
+            "fp16": not cpu and model.dtype == torch.float16,
+        }
+        if "max_steps" not in given and "num_train_epochs" not in given:
+            defaults["max_steps"] = default_steps(examples, batch * accumulate * world)
+        steps = given.get("max_steps", defaults.get("max_steps", -1))
+        if steps > 0:  # in steps, not shares of the run: a resumed run's state then says the same
+            for key in ("warmup_steps", "logging_steps", "save_steps", "eval_steps"):
+                if isinstance(defaults[key], float):
+                    defaults[key] = max(round(defaults[key] * steps), 1)
+        try:
+            args = TrainingArguments(output_dir=str(output_dir), **{**defaults, **given})
+        except TypeError as err:
+            known = ", ".join(f.name for f in fields(TrainingArguments) if f.init)[:300]
+            raise TrainingError(
+                f"{err}: fine_tune takes TrainingArguments' own names ({known}, ...)"
+            ) from None
+        except ValueError as err:
+            raise TrainingError(f"these TrainingArguments do not fit together: {err}") from None
+    if args.eval_strategy != "no" and not validation:
+        raise TrainingError(
+            f"eval_strategy={args.eval_strategy.value!r} needs validation_items (see split_items)"
+        )
+    if args.eval_strategy == "no" and validation:  # TrainingArguments' own default: it would never evaluate
+        steps = args.save_steps if args.save_strategy == "steps" else "N"
+        raise TrainingError(
+            "validation_items are evaluated only when the TrainingArguments say when: pass "
+            f"TrainingArguments(..., eval_strategy='steps', eval_steps={steps}, load_best_model_at_end=True, "
+            f"metric_for_best_model='eval_loss'{', save_steps=N' if steps == 'N' else ''}) to evaluate at each "
+            "checkpoint and keep the best, or fine_tune's keywords instead of args (they do this by default)."
+        )
+    keep = args.save_total_limit
+    # ours, whatever was asked: checkpoints in our subfolder, rotated by us (only ours), the loss ours too
+    args = replace(args, output_dir=str(output_dir), save_total_limit=None, remove_unused_columns=False,
+                   label_names=["labels"], prediction_loss_only=True)  # fmt: skip
+    return args, keep

@@ -8,19 +8,27 @@ W&B, ...), evaluation during training and the best checkpoint by validation loss
 * **The loss** (``Molmo2Trainer.compute_loss``) is the mean of the examples' own losses (each the mean
   over its answer tokens), over the whole optimizer step: every micro-batch, every process. A batch of
   3 then trains as 3 steps of one averaged; a per-token mean would let long answers outweigh short ones.
+* **Uneven splits** (``Molmo2Trainer.get_batch_samples``): under ``torchrun``, accelerate fills the last
+  batch of an epoch on every process with repeats from its start (3 examples on 2 processes: the third
+  is paired with the first again). A repeat is weighted 0, as accelerate's own ``gather_for_metrics``
+  drops it: each example trains once an epoch, and N processes train what one does with the same global
+  batch. (The validation loss is the Trainer's: with more than one example per process and batch, the
+  last batch's repeat can still count in it.)
 * **The bookkeeping** (``checkpoints``): the checkpoints live in our own subfolder, each counted only
-  when whole, removed only if ours, and tied to the base model's weights.
+  when whole, removed only if every file is ours, and tied to the base model's weights; one call at a
+  time in a folder.
+* **What was trained** (the manifest's ``settings``): the LoRA and media settings, every TrainingArguments
+  field that changes the training (``record``), and the items with their files' content: the same call in the same folder loads the adapter of that training only.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
 import os
 import uuid
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,35 +48,34 @@ from molmo_nb_utils.training.checkpoints import (
     finished_checkpoints,
     is_whole,
     load_adapter,
+    locked_run,
     mark_folder,
+    not_ours,
     open_run,
     read_manifest,
     read_mark,
+    refuse_theirs,
     remove_ours,
     write_manifest,
 )
 from molmo_nb_utils.training.encoding import Molmo2Collator, example_losses, training_item
+from molmo_nb_utils.training.record import (
+    arguments_record,
+    check_apart,
+    check_same_training,
+    items_digest,
+    media_digests,
+)
 from molmo_nb_utils.training.settings import (
+    KEEP_CHECKPOINTS,
     FineTuneSettings,
     check_qlora,
-    default_learning_rate,
-    default_steps,
     lora_config,
+    training_arguments,
 )
 from molmo_nb_utils.training.targets import TrainingError, TrainingExample, training_examples
 
 __all__ = ["KEEP_CHECKPOINTS", "Molmo2Trainer", "TrainingLog", "fine_tune", "training_arguments"]
-
-KEEP_CHECKPOINTS = 2  # save_total_limit by default: the last and the best are always kept
-# fine_tune's old names, and TrainingArguments' own: named in the error that refuses them
-RENAMED = {"steps": "max_steps", "save_every": "save_steps", "gradient_accumulation": "gradient_accumulation_steps",
-           "keep_checkpoints": "save_total_limit", "validate_every": "eval_steps", "warmup": "warmup_steps",
-           "gradient_checkpointing": "activation_checkpointing"}  # fmt: skip
-# TrainingArguments that change what is trained: a resumed run must have the same
-TRAINING_FIELDS = ("learning_rate", "max_steps", "num_train_epochs", "per_device_train_batch_size",
-                   "gradient_accumulation_steps", "weight_decay", "warmup_steps", "lr_scheduler_type", "seed",
-                   "data_seed", "optim", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "bf16",
-                   "fp16", "world_size")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -113,19 +120,45 @@ class Molmo2Trainer(Trainer):
                 output_dir or self.args.output_dir, state_dict=state_dict, save_embedding_layers=False
             )
 
+    def _save_checkpoint(self, model, trial):
+        """Call the callbacks' ``on_checkpoint_begin`` before a checkpoint is written, whatever decided it
+        (steps, an epoch's end, a new best): transformers' own ``on_save`` comes only after."""
+        for callback in self.callback_handler.callbacks:
+            if hasattr(callback, "on_checkpoint_begin"):
+                callback.on_checkpoint_begin(self.args, self.state, self.control)
+        super()._save_checkpoint(model, trial)
+
     def get_batch_samples(self, epoch_iterator, num_batches, device):
-        """The step's micro-batches, and how many examples they hold on all processes together."""
-        batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
-        count = torch.tensor(sum(len(batch["labels"]) for batch in batches), device=device)
+        """The step's micro-batches, each example weighted (0: a repeat filling the epoch's last batch), and
+        how many examples they train on all processes together."""
+        batches = []
+        for _ in range(num_batches):
+            try:
+                batch = next(epoch_iterator)
+            except StopIteration:
+                break
+            batch["weights"] = self._weights(len(batch["labels"]))
+            batches.append(batch)
+        count = torch.tensor(sum(int(batch["weights"].sum()) for batch in batches), device=device)
         if self.args.world_size > 1:
             count = self.accelerator.gather(count).sum()
         return batches, count
+
+    def _weights(self, rows: int) -> torch.Tensor:
+        """1 for each example of this batch, 0 for accelerate's repeats: in an epoch's last batch, only the first
+        ``remainder`` examples of all processes in turn are real (what ``gather_for_metrics`` keeps)."""
+        weights = torch.ones(rows)
+        loader = self.accelerator.gradient_state
+        if loader.end_of_dataloader and loader.remainder > 0:
+            weights[max(loader.remainder - self.accelerator.process_index * rows, 0) :] = 0
+        return weights
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The mean of the examples' losses: of this batch (evaluation), or of the whole optimizer step
         (``num_items_in_batch`` examples; the sum is scaled by the processes, whose gradients DDP averages)."""
         inputs = dict(inputs)
         labels = inputs.pop("labels")
+        weights = inputs.pop("weights", None)  # training batches; evaluation weighs every example
         keep = inputs.pop("logits_to_keep")
         features = inputs.pop("media_features", None)
         if features:
@@ -138,102 +171,13 @@ class Molmo2Trainer(Trainer):
                 inputs[key] = inputs[key].to(dtype)
         outputs = model(**inputs, logits_to_keep=keep, use_cache=False)
         losses = example_losses(outputs.logits, labels[:, -keep:])
+        if weights is not None:
+            losses = losses * weights.to(losses.device, losses.dtype)
         if num_items_in_batch is None:
             loss = losses.mean()
         else:
             loss = losses.sum() * self.accelerator.num_processes / num_items_in_batch
         return (loss, outputs) if return_outputs else loss
-
-
-def _digest(examples: Sequence[TrainingExample]) -> str:
-    digest = hashlib.sha256()
-    for example in examples:
-        frames = example.frames.times if example.frames is not None else None
-        digest.update(json.dumps([example.key, example.prompt, example.target, frames]).encode())
-    return digest.hexdigest()[:16]
-
-
-def training_arguments(
-    model: Any,
-    output_dir: Path,
-    *,
-    examples: int,
-    validation: bool,
-    progress: bool,
-    args: TrainingArguments | None,
-    given: dict[str, Any],
-) -> tuple[TrainingArguments, int | None]:
-    """The TrainingArguments of a run, and the number of checkpoints to keep (``save_total_limit``).
-
-    ``given`` are the caller's TrainingArguments keywords, ``args`` a whole TrainingArguments (not both).
-    The lesson's defaults where the caller says nothing: one example per device and step;
-    ``STEPS_PER_EXAMPLE`` passes over the data (300 to 2,000 steps); the width-scaled learning rate,
-    warmed up over 5% of the steps, then a cosine; 50 logs, 5 checkpoints; with validation items an
-    evaluation at each checkpoint and the best of them loaded at the end.
-    """
-    for old, new in RENAMED.items():
-        if old in given:
-            if old == "gradient_checkpointing":  # the deprecated alias: the current name, without its warning
-                given.setdefault(new, given.pop(old))
-                continue
-            raise TrainingError(f"fine_tune takes TrainingArguments' names: {new}=... instead of {old}=...")
-    if args is not None and given:
-        raise TrainingError(
-            f"pass either args=TrainingArguments(...) or TrainingArguments' keywords ({', '.join(sorted(given))}), "
-            "not both"
-        )
-    cpu = model.device.type == "cpu"
-    if args is None:
-        batch = given.get("per_device_train_batch_size", 1)
-        accumulate = given.get("gradient_accumulation_steps", 1)
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        defaults: dict[str, Any] = {
-            "per_device_train_batch_size": 1,
-            "per_device_eval_batch_size": batch,
-            "learning_rate": default_learning_rate(model),
-            "lr_scheduler_type": "cosine",
-            "warmup_steps": 0.05,
-            "logging_steps": 0.02,
-            "save_strategy": "steps",
-            "save_steps": 0.2,
-            "eval_strategy": "steps" if validation else "no",
-            "eval_steps": given.get("save_steps", 0.2),
-            "load_best_model_at_end": validation,
-            "metric_for_best_model": "eval_loss",
-            "greater_is_better": False,
-            "save_total_limit": KEEP_CHECKPOINTS,
-            "disable_tqdm": not progress,
-            "report_to": "none",
-            "use_cpu": cpu,
-            "dataloader_pin_memory": not cpu,
-            "bf16": not cpu and model.dtype == torch.bfloat16,
-            "fp16": not cpu and model.dtype == torch.float16,
-        }
-        if "max_steps" not in given and "num_train_epochs" not in given:
-            defaults["max_steps"] = default_steps(examples, batch * accumulate * world)
-        steps = given.get("max_steps", defaults.get("max_steps", -1))
-        if steps > 0:  # in steps, not shares of the run: a resumed run's state then says the same
-            for key in ("warmup_steps", "logging_steps", "save_steps", "eval_steps"):
-                if isinstance(defaults[key], float):
-                    defaults[key] = max(round(defaults[key] * steps), 1)
-        try:
-            args = TrainingArguments(output_dir=str(output_dir), **{**defaults, **given})
-        except TypeError as err:
-            known = ", ".join(f.name for f in fields(TrainingArguments) if f.init)[:300]
-            raise TrainingError(
-                f"{err}: fine_tune takes TrainingArguments' own names ({known}, ...)"
-            ) from None
-        except ValueError as err:
-            raise TrainingError(f"these TrainingArguments do not fit together: {err}") from None
-    if args.eval_strategy != "no" and not validation:
-        raise TrainingError(
-            f"eval_strategy={args.eval_strategy.value!r} needs validation_items (see split_items)"
-        )
-    keep = args.save_total_limit
-    # ours, whatever was asked: checkpoints in our subfolder, rotated by us (only ours), the loss ours too
-    args = replace(args, output_dir=str(output_dir), save_total_limit=None, remove_unused_columns=False,
-                   label_names=["labels"], prediction_loss_only=True)  # fmt: skip
-    return args, keep
 
 
 class _Bookkeeping(TrainerCallback):
@@ -243,10 +187,11 @@ class _Bookkeeping(TrainerCallback):
         self, root: Path, manifest: dict[str, Any], record: dict[str, Any], keep: int | None
     ) -> None:
         self.root, self.manifest, self.record, self.keep = root, manifest, record, keep
+        self.kept: set[str] = set()  # checkpoints kept for the user's files in them
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_checkpoint_begin(self, args, state, control, **kwargs):
         name = f"checkpoint-{state.global_step}"
-        if control.should_save and state.is_world_process_zero and name not in self.manifest["writing"]:
+        if state.is_world_process_zero and name not in self.manifest["writing"]:
             self.manifest["writing"].append(name)  # before the Trainer writes it: a kill leaves it ours
             write_manifest(self.root, self.manifest)
 
@@ -266,18 +211,16 @@ class _Bookkeeping(TrainerCallback):
         best = Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None
         removable = [f for f in finished[:-1] if f.name != best]
         for old in removable[: max(len(finished) - max(self.keep, 2 if best and best != name else 1), 0)]:
-            remove_ours(self.root, self.manifest, old)
-
-
-def _same_settings(recorded: dict[str, Any], record: dict[str, Any], root: Path) -> None:
-    changed = [k for k in sorted({*recorded, *record}) if recorded.get(k) != record.get(k)]
-    if changed:
-        key = changed[0]
-        raise TrainingError(
-            f"{root} holds a training with other settings ({key}: {recorded.get(key)!r} there, {record.get(key)!r} "
-            "now). Resuming would mix them: give this training a new folder, or pass resume=False to start over "
-            "(fine_tune removes only what it wrote)."
-        )
+            theirs = not_ours(old, self.manifest["run"])
+            if not theirs:
+                remove_ours(self.root, self.manifest, old, checked=True)
+            elif old.name not in self.kept:
+                self.kept.add(old.name)
+                warnings.warn(
+                    f"{old} holds files fine_tune did not write ({', '.join(theirs[:5])}): kept, with fine_tune's "
+                    "own files in it, beyond save_total_limit",
+                    stacklevel=2,
+                )
 
 
 def _save_adapter(
@@ -334,17 +277,20 @@ def fine_tune(
     ``max_steps``, ``num_train_epochs``, ``learning_rate``, ``bf16``, ``report_to="tensorboard"``,
     ``activation_checkpointing=True``, ...) or a whole ``args=TrainingArguments(...)``; the defaults
     (``training_arguments``) memorise a handful of photos. ``validation_items`` (see ``split_items``) are
-    never trained on: their loss is evaluated at every checkpoint, and the best checkpoint is the adapter
-    returned (``load_best_model_at_end``). LoRA has rank ``rank`` (alpha twice that by default) on the
-    language model's projections and its head, and the connector's with ``train_connector``.
+    never trained on, nor any file with the same bytes: their loss is evaluated at every checkpoint, and the
+    best checkpoint is the adapter returned (``load_best_model_at_end``; a whole ``args`` must say when to
+    evaluate, or it is refused). LoRA has rank ``rank`` (alpha twice that by default) on the language
+    model's projections and its head, and the connector's with ``train_connector``.
 
     ``output_dir`` gets a manifest, the Trainer's checkpoints in ``checkpoints/`` and the final adapter in
-    ``adapter/`` (``load_adapter(model, output_dir)`` loads it); nothing else there is touched. With
-    ``resume`` a run continues from its last whole checkpoint, or loads its adapter if it finished, on the
-    same base weights and settings only; ``resume=False`` removes this code's earlier checkpoints and starts
-    over. ``qlora``: the model was loaded in 4-bit (detected when None). Under ``torchrun`` or
-    ``accelerate launch`` it trains data-parallel and only the main process writes. The log is
-    ``model.training_log``.
+    ``adapter/`` (``load_adapter(model, output_dir)`` loads it); nothing else there is touched, nor any
+    file you add inside those two. With ``resume`` a run continues from its last whole checkpoint, or loads
+    its adapter if it finished, only for the same base weights, settings (every TrainingArguments field that
+    changes the training) and items (their files' content too); ``resume=False`` removes this code's earlier
+    checkpoints and adapter and starts over. One call at a time trains in a folder: another is refused
+    while it runs. ``qlora``: the model was loaded in 4-bit (detected when None). Under ``torchrun`` or
+    ``accelerate launch`` it trains data-parallel (each example once an epoch, however they split) and
+    only the main process writes. The log is ``model.training_log``.
     """
     if hasattr(model, "peft_config"):
         raise TrainingError(
@@ -360,35 +306,58 @@ def fine_tune(
         if validation_items
         else []
     )
-    overlap = sorted({e.key for e in examples} & {e.key for e in held_out})
-    if overlap:
-        raise TrainingError(
-            f"{overlap[0]} is both a training and a validation item: split them with split_items"
-        )
+    media = media_digests([*examples, *held_out])
+    check_apart(examples, held_out, media)
     root = Path(output_dir)
     args, keep = training_arguments(model, root / CHECKPOINTS, examples=len(examples), validation=bool(held_out),
                                     progress=progress, args=args, given=dict(training_args))  # fmt: skip
-    identity = base_identity(model)
     record = {
-        "base": identity,
+        "base": base_identity(model),
         "settings": {
-            **settings.record(), "qlora": four_bit, "examples": _digest(examples), "validation": _digest(held_out),
-            **{k: getattr(args, k) for k in TRAINING_FIELDS},
+            **settings.record(), "qlora": four_bit, "examples": items_digest(examples, media),
+            "validation": items_digest(held_out, media), **arguments_record(args),
         },
     }  # fmt: skip
+    with locked_run(root) if PartialState().is_main_process else contextlib.nullcontext():
+        return _train(model, processor, root, examples=examples, held_out=held_out, settings=settings, args=args,
+                      keep=keep, record=record, media={e.key: media[e.path] for e in [*examples, *held_out]},
+                      resume=resume, callbacks=callbacks, progress=progress, four_bit=four_bit)  # fmt: skip
+
+
+def _train(
+    model: Any,
+    processor: Any,
+    root: Path,
+    *,
+    examples: Sequence[TrainingExample],
+    held_out: Sequence[TrainingExample],
+    settings: FineTuneSettings,
+    args: TrainingArguments,
+    keep: int | None,
+    record: dict[str, Any],
+    media: dict[str, str],
+    resume: bool,
+    callbacks: Sequence[TrainerCallback],
+    progress: bool,
+    four_bit: bool,
+) -> PeftModel:
+    """fine_tune in its run folder (held by this process): clean up, resume or start over, train, save."""
     state = PartialState()
+    identity = record["base"]
     manifest = None
     if state.is_main_process:
         manifest = open_run(root)
         clean_up(root, manifest)
         if not resume:  # start over: this code's earlier checkpoints and adapter, nothing else
+            ours = [
+                *([root / ADAPTER] if (root / ADAPTER).exists() else []),
+                *finished_checkpoints(root, manifest),
+            ]
+            refuse_theirs(root, ours, manifest["run"], "Starting over (resume=False)")  # before any removal
             manifest.pop("finished", None)  # first: killed during the removals, nothing counts as finished
             write_manifest(root, manifest)
-            for folder in [
-                *([root / ADAPTER] if manifest["adapter"] else []),
-                *finished_checkpoints(root, manifest),
-            ]:
-                remove_ours(root, manifest, folder)
+            for folder in ours:
+                remove_ours(root, manifest, folder, checked=True)
     state.wait_for_everyone()
     manifest = manifest or read_manifest(root)
     checkpoint = None
@@ -396,7 +365,7 @@ def fine_tune(
         if manifest.get("base"):
             check_base(manifest["base"], identity, root, "Resuming")
         if manifest.get("settings"):
-            _same_settings(manifest["settings"], record["settings"], root)
+            check_same_training(manifest, record["settings"], media, root)
         if manifest.get("finished") and is_whole(root / ADAPTER, manifest["run"]):
             tuned = load_adapter(model, root)  # finished earlier: the adapter it trained
             finished = manifest["finished"]
@@ -404,10 +373,14 @@ def fine_tune(
                 finished["log_history"], finished["steps"], finished["best"], finished["steps"]
             )
             return tuned
+        if state.is_main_process and (root / ADAPTER).exists():  # replaced at the end: refused now, if at all
+            refuse_theirs(
+                root, [root / ADAPTER], manifest["run"], "Replacing the adapter when this training ends"
+            )
         found = finished_checkpoints(root, manifest)
         checkpoint = found[-1] if found else None
     if state.is_main_process:
-        manifest.update(base=identity, settings=record["settings"])
+        manifest.update(base=identity, settings=record["settings"], media=media)
         write_manifest(root, manifest)
 
     if four_bit:  # the 4-bit base is frozen; inputs need gradients for checkpointed layers to pass them on
@@ -416,10 +389,11 @@ def fine_tune(
     with warnings.catch_warnings():
         # peft 0.21 still reads transformers' deprecated `is_gradient_checkpointing` while wrapping a model
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
-        peft_model = get_peft_model(model, lora_config(rank=rank, alpha=alpha, dropout=dropout,
-                                                       train_connector=train_connector))  # fmt: skip
+        peft_model = get_peft_model(model, lora_config(rank=settings.rank, alpha=settings.alpha,
+                                                       dropout=settings.dropout,
+                                                       train_connector=settings.train_connector))  # fmt: skip
     peft_model.eval()  # the features are computed as at inference
-    encode = dict(max_crops=max_crops, cache_features=settings.caches_features)
+    encode = dict(max_crops=settings.max_crops, cache_features=settings.caches_features)
     train_set = [training_item(peft_model, processor, e, **encode) for e in examples]
     eval_set = [training_item(peft_model, processor, e, **encode) for e in held_out] or None
     trainer = Molmo2Trainer(

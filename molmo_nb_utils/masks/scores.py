@@ -9,35 +9,25 @@ the mask's contour against the true contour within 0.8% of the picture's diagona
 J&F is TrackEval's (``trackeval.metrics.JAndF``, the DAVIS 2017 code): predicted and true objects are
 paired by the best mean J (ids need not agree: Molmo2 numbers objects its own way), a true object left
 unpaired scores 0, and a frame where both masks are empty counts as 1. Masks are plain (H, W) bool
-arrays, or the ``PictureMasks`` of ``segmentation``.
+arrays, or ``PictureMasks`` (SAM 2's, or the true masks of ``dataset.true_masks``).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 from trackeval.metrics import JAndF
 
-from molmo_nb_utils.evaluation import load_ground_truth
-from molmo_nb_utils.media import FramePlan
-from molmo_nb_utils.segmentation import PictureMasks
-
-
-def rle(mask: np.ndarray) -> dict:
-    """COCO's run-length encoding of one (H, W) bool mask (``counts`` as text, JSON-ready)."""
-    encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
+from molmo_nb_utils.masks.geometry import PictureMasks
 
 
 def _encoded(mask: np.ndarray) -> dict:
+    """pycocotools' own RLE (bytes counts), what its ``iou`` and TrackEval's J&F read."""
     return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
 
 
@@ -47,16 +37,6 @@ def mask_iou(predicted: np.ndarray, true: np.ndarray) -> float:
         raise ValueError(f"masks of {predicted.shape} and {true.shape}: compare masks of the same picture")
     union = np.logical_or(predicted, true).sum()
     return 1.0 if union == 0 else float(np.logical_and(predicted, true).sum() / union)
-
-
-def disc_mask(width: int, height: int, x: float, y: float, diameter: float) -> np.ndarray:
-    """(height, width) bool: the pixels whose centres lie within ``diameter / 2`` of (x, y).
-
-    Coordinates are continuous, (0, 0) the top-left corner of the picture, as in the ground truth; a
-    coin pasted by ``scripts/make_sample_media.py`` covers at least half of exactly these pixels.
-    """
-    rows, cols = np.mgrid[0:height, 0:width] + 0.5
-    return (cols - x) ** 2 + (rows - y) ** 2 <= (diameter / 2) ** 2
 
 
 def _objects(n: int) -> str:
@@ -188,53 +168,3 @@ def video_mask_scores(predicted: Sequence[PictureMasks], true: Sequence[PictureM
         true_objects=len(gt_ids),
         frames=len(true),
     )
-
-
-def true_masks(truth_path: str | os.PathLike, plan: FramePlan) -> list[PictureMasks]:
-    """The true masks of a video's objects on the frames of ``plan`` (``answer.video.plan``).
-
-    Where the ground truth gives masks (``GroundTruth.masks``, decoded by ``masks.Mask``), those; else the
-    sample videos' coins, discs of known diameter (``objects[].diameter``) drawn where the truth puts their
-    centres, less what lies behind an occluder or outside the frame: exact, so the lesson's scores are too.
-    Centres come from ``GroundTruth.at_plan``, the one place truth meets the frames shown.
-    """
-    path = Path(truth_path)
-    truth = load_ground_truth(path)
-    width, height = truth.width, truth.height
-    if truth.masks:
-
-        def drawn(index: int, p) -> np.ndarray:
-            return truth.mask_of(index, p.id).decode((width, height))
-    else:
-        data = json.loads(path.read_text())
-        try:
-            diameters = {int(o["id"]): float(o["diameter"]) for o in data["objects"]}
-            hidden = [
-                (int(o["x0"]), int(o["y0"]), int(o["x1"]), int(o["y1"])) for o in data.get("occluders", [])
-            ]
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(
-                f"{path} has neither masks nor coin diameters ({err}): true masks need one or the other"
-            ) from None
-        behind = np.zeros((height, width), bool)
-        for x0, y0, x1, y1 in hidden:
-            behind[max(0, y0) : y1, max(0, x0) : x1] = True
-
-        def drawn(index: int, p) -> np.ndarray:
-            return disc_mask(width, height, p.x, p.y, diameters[p.id]) & ~behind
-
-    at_time: dict[float, list] = {}
-    for p in truth.at_plan(plan):
-        at_time.setdefault(p.time, []).append(p)
-    out = []
-    for index, t in zip(plan.indices, plan.times, strict=True):
-        here = sorted(at_time.get(float(t), []), key=lambda p: p.id)
-        masks = [drawn(index, p) for p in here]
-        out.append(
-            PictureMasks(
-                np.stack(masks) if masks else np.zeros((0, height, width), bool),
-                tuple(p.id for p in here),
-                tuple(1.0 for _ in here),
-            )
-        )
-    return out
