@@ -24,6 +24,7 @@ from molmo_nb_utils.benchmarks import (
     paper_table,
     score_benchmark,
 )
+from molmo_nb_utils.constrain import Constraint, answer_pattern
 from molmo_nb_utils.dataset import (
     COIN_DIAMETERS,
     ItemResult,
@@ -134,6 +135,7 @@ from molmo_nb_utils.serving import (
     server_chat,
     start_server,
 )
+from molmo_nb_utils.tiny import is_tiny_molmo2
 from molmo_nb_utils.training import (
     TrainingError,
     encode_example,
@@ -151,6 +153,7 @@ __all__ = [
     "BenchmarkItems",
     "BenchmarkScore",
     "COIN_DIAMETERS",
+    "Constraint",
     "DownloadError",
     "INPUT_DIR",
     "ItemResult",
@@ -174,6 +177,7 @@ __all__ = [
     "VISION_CHUNK",
     "VideoFrames",
     "VideoInfo",
+    "answer_pattern",
     "atomic_path",
     "benchmark_sources",
     "chat",
@@ -206,6 +210,7 @@ __all__ = [
     "group_by_id",
     "group_by_image",
     "hardware_report",
+    "is_tiny_molmo2",
     "load_adapter",
     "load_benchmark",
     "load_dataset",

@@ -28,6 +28,7 @@ from PIL import Image
 
 from molmo_nb_utils.answer_display import ShortenedStreamer, shorten_for_display
 from molmo_nb_utils.checks import positive_int
+from molmo_nb_utils.constrain import Question, as_constraint, with_constraint
 from molmo_nb_utils.grounding import Point, parse_points, parse_tracks
 from molmo_nb_utils.media import (
     DEFAULT_FPS,
@@ -340,6 +341,21 @@ def _generate(model, inputs, max_new_tokens: int, generate_kwargs: dict, advice:
         raise OutOfMemoryAdvice(advice()) from None
 
 
+def _question(images: list, videos: list[VideoFrames]) -> Question:
+    """What a constrained answer may point at: the frames shown of the video, else the images."""
+    if videos:
+        return Question(timestamps=tuple(videos[0].timestamps))
+    return Question(images=len(images))
+
+
+def _constrained(model, processor, constrain, questions, max_new_tokens, generate_kwargs) -> dict:
+    constraint = as_constraint(constrain)
+    if constraint is None:
+        return generate_kwargs
+    max_new_tokens = positive_int(max_new_tokens, "max_new_tokens")
+    return with_constraint(model, processor, constraint, questions, max_new_tokens, generate_kwargs)
+
+
 def chat(
     model,
     processor,
@@ -350,6 +366,7 @@ def chat(
     fps: float | None = DEFAULT_FPS,
     max_frames: int = DEFAULT_MAX_FRAMES,
     max_crops: int | None = None,
+    constrain: str | bool | None = None,
     **generate_kwargs,
 ) -> Answer:
     """Ask Molmo2 about the images/videos in ``messages``; return the ``Answer`` (text + what it saw).
@@ -358,12 +375,18 @@ def chat(
     turn may be passed alone). With ``stream=True`` the answer is printed as it is written (a long one
     shortened, see ``answer_display``; the ``Answer`` returned is whole). Greedy decoding by default, so
     answers are reproducible. ``fps``, ``max_frames`` and ``max_crops`` say how the media are shown
-    (``MediaSettings``; a run passes its own as ``**media.keywords()``).
+    (``MediaSettings``; a run passes its own as ``**media.keywords()``). ``constrain="points"``, ``"count"``
+    or ``"tracks"`` keeps the answer in that task's shape of Molmo2's grammar (``True``: free text whose
+    tags are closed), so its points always parse; an answer that already did is not changed
+    (``molmo_nb_utils.constrain``).
     """
     media = MediaSettings(fps, max_frames, max_crops)
     if isinstance(messages, dict):
         messages = [messages]
     inputs, images, videos = _prepare(processor, messages, media)
+    generate_kwargs = _constrained(
+        model, processor, constrain, [_question(images, videos)], max_new_tokens, generate_kwargs
+    )
     prompt_tokens, visual_tokens = int(inputs["input_ids"].shape[1]), visual_token_count(model, inputs)
     if stream:
         generate_kwargs["streamer"] = ShortenedStreamer(processor.tokenizer)
@@ -393,6 +416,7 @@ def chat_batch(
     fps: float | None = DEFAULT_FPS,
     max_frames: int = DEFAULT_MAX_FRAMES,
     max_crops: int | None = None,
+    constrain: str | bool | None = None,
     **generate_kwargs,
 ) -> list[Answer]:
     """Ask several questions at once, in one ``generate`` call; one ``Answer`` per conversation.
@@ -404,7 +428,8 @@ def chat_batch(
     bfloat16 the padded shapes change the order of sums, so a rare token may differ.
 
     Molmo2's model cannot take image questions and video questions in one batch (their visual
-    features do not line up): ask each kind in its own batch.
+    features do not line up): ask each kind in its own batch. ``constrain`` is ``chat``'s, each answer
+    kept to its own question's images or frames.
     """
 
     media = MediaSettings(fps, max_frames, max_crops)
@@ -430,6 +455,8 @@ def chat_batch(
     prompt_tokens = [int(n) for n in inputs["attention_mask"].sum(dim=1)]
     visual_tokens = [visual_token_count(model, {"input_ids": row}) for row in inputs["input_ids"]]
     every_message = [m for c in conversations for m in c]
+    questions = [_question(images, videos) for _, images, videos in prepared]
+    generate_kwargs = _constrained(model, processor, constrain, questions, max_new_tokens, generate_kwargs)
 
     def advice() -> str:
         return _oom_advice(model, every_message, media) + " Or ask fewer questions per batch."

@@ -51,6 +51,8 @@ TASKS = {
 }
 # Tasks that ask about a video at tracking's 8 fps: what SAM 2 follows from frame to frame
 TRACKING_TASKS = ("track", "segment")
+# The answer shape each task is kept to when "Constrain" is ticked (molmo_nb_utils.constrain)
+TASK_CONSTRAINTS = {"ask": True, "point": "points", "count": "count", "track": "tracks", "segment": "points"}
 
 
 def default_max_new_tokens(task: str, media: str) -> int:
@@ -95,10 +97,17 @@ class Playground:
     """
 
     def __init__(
-        self, model, processor, *, input_dir: Path = INPUT_DIR, segmenter: tuple | None = None
+        self,
+        model,
+        processor,
+        *,
+        input_dir: Path = INPUT_DIR,
+        segmenter: tuple | None = None,
+        constrain: bool = False,
     ) -> None:
         """``segmenter``: SAM 2's ``(model, processor)`` for the "segment" task; loaded on its first run
-        (``load_segmenter()``) when not given, so the other tasks never load it."""
+        (``load_segmenter()``) when not given, so the other tasks never load it. ``constrain``: the
+        "Constrain" box starts ticked, keeping each answer to its task's shape of Molmo2's grammar."""
         self.model, self.processor = model, processor
         self.segmenter = segmenter
         self.input_dir = input_dir
@@ -132,6 +141,10 @@ class Playground:
         self.max_new_tokens = widgets.IntSlider(
             value=TASKS["point"][1], min=16, max=2048, step=16, description="Max tokens"
         )
+        self.constrain = widgets.Checkbox(
+            value=bool(constrain), description="Constrain the answer to Molmo2's format (it always parses)",
+            layout=widgets.Layout(width="640px"),
+        )  # fmt: skip
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
         self.output = widgets.Output()
         self.task.observe(self._on_task, names="value")
@@ -148,6 +161,7 @@ class Playground:
                 self.task,
                 self.prompt,
                 self.max_new_tokens,
+                self.constrain,
                 self.run_button,
                 self.output,
             ]
@@ -283,6 +297,7 @@ class Playground:
             max_new_tokens=self.max_new_tokens.value,
             stream=True,
             fps=fps,
+            constrain=TASK_CONSTRAINTS[self.task.value] if self.constrain.value else None,
         )
         print()
         if self.task.value == "ask":

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from molmo_nb_utils.asking import DEFAULT_MAX_NEW_TOKENS, Answer, chat, chat_batch, user_message
 from molmo_nb_utils.checks import positive_int
+from molmo_nb_utils.constrain import as_constraint
 from molmo_nb_utils.dataset.items import DatasetItem, check_items, file_identity, item_prompt, same_file
 from molmo_nb_utils.dataset.results import (
     ItemResult,
@@ -54,6 +55,7 @@ class RunSettings:
     quantization: str | None = None
     prompt: str | None = None
     max_new_tokens: int | None = DEFAULT_MAX_NEW_TOKENS
+    constrain: str | None = None  # Constraint.name: constrained answers are another run's answers
     media: MediaSettings = DEFAULT_MEDIA
 
     @classmethod
@@ -64,6 +66,7 @@ class RunSettings:
         prompt: str | None = None,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         media: MediaSettings = DEFAULT_MEDIA,
+        constrain: Any = None,
     ) -> RunSettings:
         """The settings of a run of ``model``: its identity (weights read once) and how it is asked."""
         positive_int(max_new_tokens, "max_new_tokens")
@@ -82,13 +85,21 @@ class RunSettings:
             prompt=prompt,
             max_new_tokens=max_new_tokens,
             media=media,
+            constrain=None if (constraint := as_constraint(constrain)) is None else constraint.name,
         )
+
+    def constraint(self) -> dict[str, Any]:
+        """``constrain=`` for ``chat``/``chat_batch`` when the run has one (stand-ins in tests need not know it)."""
+        return {} if self.constrain is None else {"constrain": self.constrain}
 
     def record(self) -> dict[str, Any]:
         """The settings as every line of the results file stores them: flat, the media's three fields last
-        (as files written before ``MediaSettings`` have them, so those runs resume)."""
+        (as files written before ``MediaSettings`` have them, so those runs resume); ``constrain`` only when
+        given, so the files of unconstrained runs stay as they were."""
         record = asdict(self)
         media = record.pop("media")
+        if record["constrain"] is None:
+            del record["constrain"]
         return {**record, **media}
 
 
@@ -182,6 +193,7 @@ def run_dataset(
     batch_size: int = 1,
     ask: Callable[..., Answer] = chat,
     ask_batch: Callable[..., list[Answer]] = chat_batch,
+    constrain: Any = None,
 ) -> list[ItemResult]:
     """Ask about every item, appending one JSON line per item to ``results_path``; return all results.
 
@@ -198,8 +210,11 @@ def run_dataset(
     file fails on its own. ``ask`` and ``ask_batch`` are called like ``chat`` and ``chat_batch``
     (tests pass stand-ins). The results come back in the order of ``items``, one per item answered
     so far. A file of another model (other weights, adapter, precision) or settings is refused, not mixed.
+    ``constrain`` is ``chat``'s (e.g. "points": every answer parses), recorded with the settings.
     """
-    settings = RunSettings.for_model(model, prompt=prompt, max_new_tokens=max_new_tokens, media=media)
+    settings = RunSettings.for_model(
+        model, prompt=prompt, max_new_tokens=max_new_tokens, media=media, constrain=constrain
+    )
     return run_items(
         model,
         processor,
@@ -291,6 +306,7 @@ def _ask_batch(
             [[user_message(item.path, text=text)] for item, text in zip(batch, prompts, strict=True)],
             max_new_tokens=settings.max_new_tokens,
             **settings.media.keywords(),
+            **settings.constraint(),
         )
         share = (time.perf_counter() - start) / len(batch)
         return [
@@ -312,6 +328,7 @@ def _ask_one(model, processor, item: DatasetItem, settings: RunSettings, ask) ->
             [user_message(item.path, text=prompt)],
             max_new_tokens=settings.max_new_tokens,
             **settings.media.keywords(),
+            **settings.constraint(),
         )
         return make_result(item, prompt, settings, answer, time.perf_counter() - start)
     except Exception as error:
