@@ -24,6 +24,7 @@ from molmo_nb_utils.benchmarks import (
     paper_table,
     score_benchmark,
 )
+from molmo_nb_utils.constrain import Constraint, answer_pattern
 from molmo_nb_utils.dataset import (
     COIN_DIAMETERS,
     ItemResult,
@@ -99,6 +100,7 @@ from molmo_nb_utils.masks import (
     video_mask_scores,
 )
 from molmo_nb_utils.media import (
+    MediaSettings,
     VideoFrames,
     VideoInfo,
     load_image,
@@ -136,6 +138,7 @@ from molmo_nb_utils.serving import (
     server_chat,
     start_server,
 )
+from molmo_nb_utils.tiny import is_tiny_molmo2
 from molmo_nb_utils.training import (
     TrainingError,
     encode_example,
@@ -153,12 +156,14 @@ __all__ = [
     "BenchmarkItems",
     "BenchmarkScore",
     "COIN_DIAMETERS",
+    "Constraint",
     "DownloadError",
     "GrabCut",
     "INPUT_DIR",
     "ItemResult",
     "KNOWN_CONFIGS",
     "LongVideoAnswer",
+    "MediaSettings",
     "ModelLoadError",
     "OutOfMemoryAdvice",
     "PAPER_SCORES",
@@ -176,6 +181,7 @@ __all__ = [
     "VISION_CHUNK",
     "VideoFrames",
     "VideoInfo",
+    "answer_pattern",
     "atomic_path",
     "benchmark_sources",
     "chat",
@@ -209,6 +215,7 @@ __all__ = [
     "group_by_id",
     "group_by_image",
     "hardware_report",
+    "is_tiny_molmo2",
     "load_adapter",
     "load_benchmark",
     "load_dataset",

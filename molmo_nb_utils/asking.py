@@ -18,17 +18,26 @@ from __future__ import annotations
 import os
 import urllib.parse
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from transformers import TextStreamer
 
-from molmo_nb_utils.checks import positive_int, positive_int_or_none
-from molmo_nb_utils.grounding import Point, nearest_index, parse_points, parse_tracks, snap_times
-from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES, VideoFrames, load_image, sample_frames
+from molmo_nb_utils.answer_display import ShortenedStreamer, shorten_for_display
+from molmo_nb_utils.checks import positive_int
+from molmo_nb_utils.constrain import Question, as_constraint, with_constraint
+from molmo_nb_utils.grounding import Point, parse_points, parse_tracks
+from molmo_nb_utils.media import (
+    DEFAULT_FPS,
+    DEFAULT_MAX_FRAMES,
+    MediaSettings,
+    VideoFrames,
+    load_image,
+    sample_frames,
+)
 from molmo_nb_utils.memory import next_setting_advice
 
 VIDEO_SUFFIXES = frozenset(
@@ -106,6 +115,7 @@ class Answer(str):
     ``images``: the images as the processor got them (upright RGB), in prompt order ("Image 1", ...);
     ``videos``: the ``VideoFrames`` shown of each video (frames, prompt times, frame indices);
     ``prompt_tokens``: the prompt's length; ``visual_tokens``: how much of it is image/video patches.
+    IPython shows a long answer shortened (``shorten_for_display``); the ``str`` keeps every character.
     """
 
     images: tuple[Image.Image, ...]
@@ -131,6 +141,10 @@ class Answer(str):
     def text(self) -> str:
         """The answer as a plain ``str``."""
         return str.__str__(self)
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:
+        """How IPython shows an answer (``display(answer)``, a cell's last line): its text, shortened."""
+        printer.text(shorten_for_display(self.text))
 
     @property
     def image_sizes(self) -> list[tuple[int, int]]:
@@ -166,14 +180,15 @@ class Answer(str):
 
 def _on_frames(points: list[Point], video: VideoFrames, skipped: list[str] | None) -> list[Point]:
     """Points snapped to the frame times shown; points at no such time are left out (and noted)."""
-    times = video.timestamps
+    plan = video.plan
     kept = []
     for p in points:
-        if abs(times[nearest_index(p.time, times)] - p.time) <= TIME_TOLERANCE_S:
-            kept.append(p)
+        shown = plan.times[plan.position(p.time)]
+        if abs(shown - p.time) <= TIME_TOLERANCE_S:
+            kept.append(replace(p, time=shown))
         elif skipped is not None:
             skipped.append(f"time {p.time:g} s (point {p.id}): no frame was shown at that time")
-    return snap_times(kept, times)
+    return kept
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,9 +224,7 @@ def _check_messages(messages: Any) -> list[dict]:
     return messages
 
 
-def _load_media(
-    messages: list[dict], fps: float | None, max_frames: int
-) -> tuple[list[Image.Image], list[VideoFrames]]:
+def _load_media(messages: list[dict], media: MediaSettings) -> tuple[list[Image.Image], list[VideoFrames]]:
     """The images (upright RGB) and videos (frames shown) of the messages, in the order they appear."""
     images, videos = [], []
     for item in _media_items(messages):
@@ -226,8 +239,8 @@ def _load_media(
         elif isinstance(source, VideoFrames):
             videos.append(source)  # already decoded: the model sees exactly these frames
         else:  # per-video knobs, in our names or in molmo_utils' own
-            item_fps = item.get("fps", item.get("max_fps", fps))
-            item_max = item.get("max_frames", item.get("num_frames", max_frames))
+            item_fps = item.get("fps", item.get("max_fps", media.fps))
+            item_max = item.get("max_frames", item.get("num_frames", media.max_frames))
             videos.append(sample_frames(source, item_max, item_fps))
     return images, videos
 
@@ -243,22 +256,20 @@ def _placeholders(messages: list[dict]) -> list[dict]:
     return out
 
 
-def _prompt(processor, messages, fps, max_frames):
+def _prompt(processor, messages: list[dict], media: MediaSettings):
     """One conversation's prompt text (the chat template's) and the images and video frames it names."""
     messages = _check_messages(messages)
-    images, videos = _load_media(messages, fps, max_frames)
+    images, videos = _load_media(messages, media)
     text = processor.apply_chat_template(_placeholders(messages), tokenize=False, add_generation_prompt=True)
     return text, images, videos
 
 
-def _media_kwargs(images: list, videos: list[VideoFrames], max_crops: int | None) -> dict[str, Any]:
+def _media_kwargs(images: list, videos: list[VideoFrames], media: MediaSettings) -> dict[str, Any]:
     """The processor's arguments for these images (one list per prompt when batched) and videos."""
     kwargs: dict[str, Any] = {"return_tensors": "pt"}
-    max_crops = positive_int_or_none(max_crops, "max_crops", "the processor's default, 8")
     if images:
         kwargs["images"] = images
-        if max_crops is not None:
-            kwargs["max_crops"] = max_crops
+        kwargs.update(media.images_kwargs())
     if videos:
         kwargs["videos"] = [video.frames for video in videos]
         kwargs["video_metadata"] = [video.metadata() for video in videos]
@@ -266,9 +277,9 @@ def _media_kwargs(images: list, videos: list[VideoFrames], max_crops: int | None
     return kwargs
 
 
-def _prepare(processor, messages, fps, max_frames, max_crops):
-    text, images, videos = _prompt(processor, messages, fps, max_frames)
-    return processor(text=text, **_media_kwargs(images, videos, max_crops)), images, videos
+def _prepare(processor, messages: list[dict], media: MediaSettings):
+    text, images, videos = _prompt(processor, messages, media)
+    return processor(text=text, **_media_kwargs(images, videos, media)), images, videos
 
 
 def prepare_inputs(
@@ -282,9 +293,9 @@ def prepare_inputs(
     """Turn chat messages into model inputs: the real prompt tokens, pixels and video frame times.
 
     ``fps`` and ``max_frames`` choose a video's frames (see ``sample_frames``) and trade detail for
-    memory; ``max_crops`` does the same for images.
+    memory; ``max_crops`` does the same for images (see ``MediaSettings``).
     """
-    return _prepare(processor, messages, fps, max_frames, max_crops)[0]
+    return _prepare(processor, messages, MediaSettings(fps, max_frames, max_crops))[0]
 
 
 def visual_token_count(model_or_config, inputs) -> int:
@@ -293,7 +304,7 @@ def visual_token_count(model_or_config, inputs) -> int:
     return int((inputs["input_ids"] == config.image_patch_id).sum())
 
 
-def _oom_advice(model, messages, fps, max_frames, max_crops) -> str:
+def _oom_advice(model, messages: list[dict], media: MediaSettings) -> str:
     """The next setting to try, from the settings this request actually used."""
     kinds = {item["type"] for item in _media_items(messages)}
     if getattr(model, "is_loaded_in_4bit", False):
@@ -303,9 +314,9 @@ def _oom_advice(model, messages, fps, max_frames, max_crops) -> str:
     else:
         precision = {"torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(model.dtype), "fp32")
     advice = next_setting_advice(
-        fps=(fps or DEFAULT_FPS) if "video" in kinds else None,
-        max_frames=max_frames if "video" in kinds else None,
-        max_crops=(max_crops or 8) if "image" in kinds else None,
+        fps=(media.fps or DEFAULT_FPS) if "video" in kinds else None,
+        max_frames=media.max_frames if "video" in kinds else None,
+        max_crops=media.crops if "image" in kinds else None,
         precision=precision,
     )
     return f"The GPU ran out of memory while answering. {advice}"
@@ -330,6 +341,21 @@ def _generate(model, inputs, max_new_tokens: int, generate_kwargs: dict, advice:
         raise OutOfMemoryAdvice(advice()) from None
 
 
+def _question(images: list, videos: list[VideoFrames]) -> Question:
+    """What a constrained answer may point at: the frames shown of the video, else the images."""
+    if videos:
+        return Question(timestamps=tuple(videos[0].timestamps))
+    return Question(images=len(images))
+
+
+def _constrained(model, processor, constrain, questions, max_new_tokens, generate_kwargs) -> dict:
+    constraint = as_constraint(constrain)
+    if constraint is None:
+        return generate_kwargs
+    max_new_tokens = positive_int(max_new_tokens, "max_new_tokens")
+    return with_constraint(model, processor, constraint, questions, max_new_tokens, generate_kwargs)
+
+
 def chat(
     model,
     processor,
@@ -340,28 +366,36 @@ def chat(
     fps: float | None = DEFAULT_FPS,
     max_frames: int = DEFAULT_MAX_FRAMES,
     max_crops: int | None = None,
+    constrain: str | bool | None = None,
     **generate_kwargs,
 ) -> Answer:
     """Ask Molmo2 about the images/videos in ``messages``; return the ``Answer`` (text + what it saw).
 
     ``messages`` is a list of turns, e.g. ``[user_message(image, text="How many coins?")]`` (a single
-    turn may be passed alone). With ``stream=True`` the answer is printed as it is written. Greedy
-    decoding by default, so answers are reproducible.
+    turn may be passed alone). With ``stream=True`` the answer is printed as it is written (a long one
+    shortened, see ``answer_display``; the ``Answer`` returned is whole). Greedy decoding by default, so
+    answers are reproducible. ``fps``, ``max_frames`` and ``max_crops`` say how the media are shown
+    (``MediaSettings``; a run passes its own as ``**media.keywords()``). ``constrain="points"``, ``"count"``
+    or ``"tracks"`` keeps the answer in that task's shape of Molmo2's grammar (``True``: free text whose
+    tags are closed), so its points always parse; an answer that already did is not changed
+    (``molmo_nb_utils.constrain``).
     """
+    media = MediaSettings(fps, max_frames, max_crops)
     if isinstance(messages, dict):
         messages = [messages]
-    inputs, images, videos = _prepare(processor, messages, fps, max_frames, max_crops)
+    inputs, images, videos = _prepare(processor, messages, media)
+    generate_kwargs = _constrained(
+        model, processor, constrain, [_question(images, videos)], max_new_tokens, generate_kwargs
+    )
     prompt_tokens, visual_tokens = int(inputs["input_ids"].shape[1]), visual_token_count(model, inputs)
     if stream:
-        generate_kwargs["streamer"] = TextStreamer(
-            processor.tokenizer, skip_prompt=True, skip_special_tokens=True
-        )
+        generate_kwargs["streamer"] = ShortenedStreamer(processor.tokenizer)
     output = _generate(
         model,
         inputs,
         max_new_tokens,
         generate_kwargs,
-        lambda: _oom_advice(model, messages, fps, max_frames, max_crops),
+        lambda: _oom_advice(model, messages, media),
     )
     text = processor.decode(output[0, prompt_tokens:], skip_special_tokens=True).strip()
     return Answer(
@@ -382,6 +416,7 @@ def chat_batch(
     fps: float | None = DEFAULT_FPS,
     max_frames: int = DEFAULT_MAX_FRAMES,
     max_crops: int | None = None,
+    constrain: str | bool | None = None,
     **generate_kwargs,
 ) -> list[Answer]:
     """Ask several questions at once, in one ``generate`` call; one ``Answer`` per conversation.
@@ -393,13 +428,15 @@ def chat_batch(
     bfloat16 the padded shapes change the order of sums, so a rare token may differ.
 
     Molmo2's model cannot take image questions and video questions in one batch (their visual
-    features do not line up): ask each kind in its own batch.
+    features do not line up): ask each kind in its own batch. ``constrain`` is ``chat``'s, each answer
+    kept to its own question's images or frames.
     """
 
+    media = MediaSettings(fps, max_frames, max_crops)
     conversations = [[c] if isinstance(c, dict) else c for c in conversations]
     if not conversations:
         return []
-    prepared = [_prompt(processor, messages, fps, max_frames) for messages in conversations]
+    prepared = [_prompt(processor, messages, media) for messages in conversations]
     kinds = {("video" if v else "image" if i else "text") for _, i, v in prepared}
     if len(kinds) > 1:
         raise ValueError(
@@ -412,18 +449,17 @@ def chat_batch(
         text=[text for text, _, _ in prepared],
         padding=True,
         padding_side="left",
-        **_media_kwargs(images, videos, max_crops),
+        **_media_kwargs(images, videos, media),
     )
     width = int(inputs["input_ids"].shape[1])
     prompt_tokens = [int(n) for n in inputs["attention_mask"].sum(dim=1)]
     visual_tokens = [visual_token_count(model, {"input_ids": row}) for row in inputs["input_ids"]]
     every_message = [m for c in conversations for m in c]
+    questions = [_question(images, videos) for _, images, videos in prepared]
+    generate_kwargs = _constrained(model, processor, constrain, questions, max_new_tokens, generate_kwargs)
 
     def advice() -> str:
-        return (
-            _oom_advice(model, every_message, fps, max_frames, max_crops)
-            + " Or ask fewer questions per batch."
-        )
+        return _oom_advice(model, every_message, media) + " Or ask fewer questions per batch."
 
     output = _generate(model, inputs, max_new_tokens, generate_kwargs, advice)
     return [

@@ -237,9 +237,10 @@ def group_by_id(points: Iterable[Point]) -> dict[int, list[Point]]:
 def time_to_frame(time: float, fps: float, num_frames: int | None = None) -> int:
     """Index of the video frame that starts nearest to ``time``: ``round(time * fps)``, clamped.
 
-    For the points of an answer use ``VideoFrames.frame_at`` instead: Molmo2 writes the *sample*
-    times of its prompt, and the frame shown at a sample time is the one on screen then (at 29.97
-    fps, 0.5 s shows frame 14, where this gives 15). This is for times with no frames shown.
+    For the points of an answer use ``FramePlan.frame_at`` instead (``answer.video.plan``): Molmo2
+    writes the *sample* times of its prompt, and the frame shown at a sample time is the one on screen
+    then (at 29.97 fps, 0.5 s shows frame 14, where this gives 15). This is for a truth file's own
+    frame times (``i / fps``), with no frames shown.
     """
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps!r}; read it from the video's metadata")
@@ -252,7 +253,7 @@ def time_to_frame(time: float, fps: float, num_frames: int | None = None) -> int
 
 
 def nearest_index(time: float, timestamps: Iterable[float]) -> int:
-    """Index of the sampled frame whose timestamp is nearest to ``time`` (the first on a tie)."""
+    """Index of the timestamp nearest to ``time`` (the first on a tie): the rule under ``FramePlan.position``."""
     values = [float(t) for t in timestamps]
     if not values:
         raise ValueError("timestamps is empty: pass the times of the sampled frames")

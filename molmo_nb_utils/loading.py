@@ -26,7 +26,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor,
 from molmo_nb_utils.architecture import SIXTEEN_BIT_MODULES
 from molmo_nb_utils.memory import choose_quantization, gpu_budget_gb
 from molmo_nb_utils.paths import REPO_ROOT
-from molmo_nb_utils.tiny import TINY_NAME, TinyModelError, build_tiny_molmo2, tiny_model_dir
+from molmo_nb_utils.tiny import TINY_NAME, TinyModelError, build_tiny_molmo2, is_tiny_molmo2, tiny_model_dir
 from molmo_nb_utils.vision_chunks import VISION_CHUNK, check_vision_chunk, chunk_vision
 
 DEFAULT_MODEL_ID = "allenai/Molmo2-4B"
@@ -80,16 +80,28 @@ def hardware_report() -> str:
             lines.append("This GPU has no bfloat16, so the model runs in float16.")
     else:
         lines.append("No GPU found: running on the CPU in float32.")
-        if model_id() == TINY_NAME or Path(model_id()).is_dir():
-            lines.append(
-                "The model is a local folder (the tiny test model?): every cell will run, answers are noise."
-            )
-        else:
-            lines.append(
-                "Molmo2-4B on a CPU takes minutes per answer and ~20 GB of RAM: images are slow but possible, "
-                "videos are not practical. Use a GPU runtime, or try the tiny model (see README)."
-            )
+    if is_tiny_model(model_id()):
+        lines.append(
+            "This is the tiny random test model that MOLMO_MODEL_ID=tiny asks for: every cell runs, on a CPU "
+            "too, and its answers are noise."
+        )
+    elif hw.device != "cuda":
+        lines.append(
+            "Molmo2-4B on a CPU takes minutes per answer and ~20 GB of RAM: images are slow but possible, "
+            "videos are not practical. Use a GPU runtime, or try the tiny model (see README)."
+        )
     return "\n".join(lines)
+
+
+def is_tiny_model(name: str) -> bool:
+    """Whether the model ``name`` is the tiny random test model: the name ``tiny``, or a folder it was built in
+    (``make lab MOLMO_MODEL_ID=tiny`` and the tests pass the folder)."""
+    if name.strip() == TINY_NAME and not Path(name).is_dir():  # as _resolve reads the name
+        return True
+    path = Path(name).expanduser()
+    if not path.is_dir() and not path.is_absolute():
+        path = REPO_ROOT / path  # notebooks run in notebooks/, paths in the README are from the repo root
+    return path.is_dir() and is_tiny_molmo2(path)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

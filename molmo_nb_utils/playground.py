@@ -51,6 +51,17 @@ TASKS = {
 }
 # Tasks that ask about a video at tracking's 8 fps: what SAM 2 follows from frame to frame
 TRACKING_TASKS = ("track", "segment")
+# The answer shape each task is kept to when "Constrain" is ticked (molmo_nb_utils.constrain)
+TASK_CONSTRAINTS = {"ask": True, "point": "points", "count": "count", "track": "tracks", "segment": "points"}
+
+
+def default_max_new_tokens(task: str, media: str) -> int:
+    """The answer length ``task`` gets by default on ``media`` ("images" or "video"). A task that asks about a
+    video at tracking's 8 fps gets tracking's: its answer names every object on every frame shown, and one cut
+    short gives SAM 2 only the objects of the first frames."""
+    if media == "video" and task in TRACKING_TASKS:
+        return TASKS["track"][1]
+    return TASKS[task][1]
 
 
 def display_size(
@@ -86,10 +97,17 @@ class Playground:
     """
 
     def __init__(
-        self, model, processor, *, input_dir: Path = INPUT_DIR, segmenter: tuple | None = None
+        self,
+        model,
+        processor,
+        *,
+        input_dir: Path = INPUT_DIR,
+        segmenter: tuple | None = None,
+        constrain: bool = False,
     ) -> None:
         """``segmenter``: SAM 2's ``(model, processor)`` for the "segment" task; loaded on its first run
-        (``load_segmenter()``) when not given, so the other tasks never load it."""
+        (``load_segmenter()``) when not given, so the other tasks never load it. ``constrain``: the
+        "Constrain" box starts ticked, keeping each answer to its task's shape of Molmo2's grammar."""
         self.model, self.processor = model, processor
         self.segmenter = segmenter
         self.input_dir = input_dir
@@ -123,6 +141,10 @@ class Playground:
         self.max_new_tokens = widgets.IntSlider(
             value=TASKS["point"][1], min=16, max=2048, step=16, description="Max tokens"
         )
+        self.constrain = widgets.Checkbox(
+            value=bool(constrain), description="Constrain the answer to Molmo2's format (it always parses)",
+            layout=widgets.Layout(width="640px"),
+        )  # fmt: skip
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
         self.output = widgets.Output()
         self.task.observe(self._on_task, names="value")
@@ -139,6 +161,7 @@ class Playground:
                 self.task,
                 self.prompt,
                 self.max_new_tokens,
+                self.constrain,
                 self.run_button,
                 self.output,
             ]
@@ -149,15 +172,19 @@ class Playground:
         display(self.widget)
 
     def _on_task(self, change: dict) -> None:
-        self.prompt.value, self.max_new_tokens.value = TASKS[change["new"]]
+        self.prompt.value = TASKS[change["new"]][0]
         if change["new"] == "track":
             self.media.value = "video"
+        self.max_new_tokens.value = default_max_new_tokens(change["new"], self.media.value)
 
     def _on_media(self, change: dict) -> None:
-        """Show only the list the chosen media uses."""
+        """Show only the list the chosen media uses; the answer length follows it unless the reader chose one."""
         videos = change["new"] == "video"
         self.image_files.layout.display = "none" if videos else None
         self.video_file.layout.display = None if videos else "none"
+        old = change.get("old")
+        if old and self.max_new_tokens.value == default_max_new_tokens(self.task.value, old):
+            self.max_new_tokens.value = default_max_new_tokens(self.task.value, change["new"])
 
     def _on_run(self, _button: Any) -> None:
         self.output.clear_output()
@@ -270,6 +297,7 @@ class Playground:
             max_new_tokens=self.max_new_tokens.value,
             stream=True,
             fps=fps,
+            constrain=TASK_CONSTRAINTS[self.task.value] if self.constrain.value else None,
         )
         print()
         if self.task.value == "ask":

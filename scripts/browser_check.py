@@ -256,6 +256,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if not env.get("MOLMO_MODEL_ID"):
             env["MOLMO_MODEL_ID"] = str(build_tiny_molmo2(Path(tmp) / "tiny-molmo2"))
+            # what the lessons write is this throwaway model's: into the temporary folder, not the checkout
+            env.setdefault("MOLMO_DATA_DIR", str(Path(tmp) / "data"))
         workdir, uploads = Path(tmp) / "lab", Path(tmp) / "uploads"
         workdir.mkdir()
         uploads.mkdir()

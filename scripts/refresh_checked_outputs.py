@@ -56,6 +56,8 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MOLMO_MODEL_ID"] = str(build_tiny_molmo2(Path(tmp) / "tiny-molmo2"))
         os.environ["HF_HUB_OFFLINE"] = "1"
+        # what the kernels write is the throwaway tiny model's: into the temporary folder, not the checkout
+        os.environ["MOLMO_DATA_DIR"] = str(Path(tmp) / "data")
         for name in argv or sorted(str(p) for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
             print(f"{name}: kept the output of {refresh(Path(name).resolve())} checked cell(s)")
     return 0

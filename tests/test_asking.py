@@ -15,7 +15,7 @@ import pytest
 import torch
 from jinja2 import TemplateError
 from molmo_utils.vision_process import fetch_image, load_video_pyav_noseek
-from PIL import Image
+from PIL import Image, ImageFile
 
 from molmo_nb_utils.asking import (
     Answer,
@@ -216,8 +216,12 @@ def test_video_inputs_are_exactly_molmo_utils_route(tiny_model, video_path):
     assert torch.equal(ours["pixel_values_videos"], theirs["pixel_values_videos"])
 
 
-def test_image_inputs_are_exactly_molmo_utils_route(tiny_model, tmp_path):
+def test_image_inputs_are_exactly_molmo_utils_route(tiny_model, tmp_path, monkeypatch):
     _, processor = tiny_model
+    # molmo_utils' fetch_image lifts Pillow's size limit and lets truncated images load, for the whole
+    # process: put both back after this test, or later tests (test_media's) see a Pillow without limits.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", ImageFile.LOAD_TRUNCATED_IMAGES)
     path = tmp_path / "photo.jpg"
     _noise_image(300, 200).save(path, quality=90)
     ours = prepare_inputs(processor, [user_message(path, text="Point to the cat.")])

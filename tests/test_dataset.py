@@ -21,7 +21,9 @@ from molmo_nb_utils.asking import chat
 from molmo_nb_utils.dataset import (
     DEFAULT_PROMPT,
     DatasetItem,
+    DatasetScore,
     ItemResult,
+    ItemScore,
     draw_result,
     export_coco,
     export_csv,
@@ -38,7 +40,7 @@ from molmo_nb_utils.dataset import (
     worst_items,
 )
 from molmo_nb_utils.grounding import Point
-from molmo_nb_utils.media import load_image
+from molmo_nb_utils.media import MediaSettings, load_image
 from molmo_nb_utils.paths import INPUT_DIR, REPO_ROOT
 
 SAMPLE = INPUT_DIR / "coin_table.json"
@@ -347,7 +349,7 @@ def test_resuming_with_other_settings_or_prompts_is_refused(tmp_path):
     out = tmp_path / "out.jsonl"
     run_dataset(None, None, items[:1], out, prompt="Point.", ask=FakeAsk())
     with pytest.raises(ValueError, match=r"other settings \(fps: 2\.0 there, 8\.0 now\).*new results file"):
-        run_dataset(None, None, items, out, prompt="Point.", fps=8.0, ask=FakeAsk())
+        run_dataset(None, None, items, out, prompt="Point.", media=MediaSettings(fps=8.0), ask=FakeAsk())
     with pytest.raises(ValueError, match=r"other settings \(prompt: 'Point\.' there, 'Count\.' now\)"):
         run_dataset(None, None, items, out, prompt="Count.", ask=FakeAsk())
     own = [DatasetItem(items[0].key, items[0].path, "image", prompt="Track.")]
@@ -657,3 +659,22 @@ def test_coco_export_reads_back(worked, tmp_path):
     assert tracked and all(a["track_id"] == a["point_id"] for a in tracked)
     ids = [a["id"] for a in coco["annotations"]]
     assert ids == list(range(1, len(ids) + 1))
+
+
+def test_the_count_plot_says_when_several_items_share_one_spot():
+    """Two items with the same true and predicted count are one dot: its number is in it, the legend says so."""
+    items = (
+        ItemScore("a.jpg", "image", 3, 3),
+        ItemScore("b.jpg", "image", 3, 3),
+        ItemScore("c.jpg", "image", 2, 4),
+        ItemScore("d.jpg", "image", 2, 4),
+        ItemScore("e.jpg", "image", 1, 1),
+    )
+    score = DatasetScore(items, None, None, None, None, None)
+    ax = plot_counts(score).axes[0]
+    numbers = {(text.xy, text.get_text()) for text in ax.texts if text.get_text().isdigit()}
+    assert numbers == {((3, 3), "2"), ((2, 4), "2")}  # not on the single item at (1, 1)
+    assert any(text.get_text() == "c, d" for text in ax.texts)
+    assert "several items on one spot" in " ".join(t.get_text() for t in ax.get_legend().get_texts())
+    alone = plot_counts(DatasetScore(items[2:3], None, None, None, None, None)).axes[0]
+    assert [t.get_text() for t in alone.get_legend().get_texts()] == ["exact"]  # nothing shared, nothing said

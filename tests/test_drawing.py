@@ -314,7 +314,8 @@ def test_render_tracks_video_is_browser_h264_and_frame_accurate(tmp_path):
 
 
 def test_render_tracks_video_draws_on_the_frames_the_model_was_shown(tmp_path):
-    """At 29.97 fps the sample at 0.5 s shows frame 14 (floor(14.985)), not round(14.985) = 15."""
+    """At 29.97 fps the sample at 0.5 s shows frame 14 (floor(14.985)), not round(14.985) = 15: from the
+    VideoFrames shown and from a path alike."""
     source = tmp_path / "ntsc.mp4"
     make_video(source, fps=Fraction(30000, 1001), frames=40)
     seen = sample_frames(source, fps=2)
@@ -322,7 +323,8 @@ def test_render_tracks_video_draws_on_the_frames_the_model_was_shown(tmp_path):
     frames, _ = decode(render_tracks_video(seen, tracks, tmp_path / "seen.mp4", progress=False))
     assert close_to(frames[13][40, 40], BACKGROUND, 12) and close_to(frames[14][40, 40], color_for(1), 60)
     frames, _ = decode(render_tracks_video(source, tracks, tmp_path / "path.mp4", progress=False))
-    assert close_to(frames[14][40, 40], BACKGROUND, 12)  # from a path: round(t * fps), one frame late
+    # from a path too: the frame on screen at 0.5 s, by the plan's rule (plan_for_times), not round(t * fps)
+    assert close_to(frames[13][40, 40], BACKGROUND, 12) and close_to(frames[14][40, 40], color_for(1), 60)
 
 
 def test_render_tracks_video_max_width_scales_frames_and_points(tmp_path):

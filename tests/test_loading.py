@@ -117,6 +117,30 @@ def test_cpu_gets_float32():
     assert "No GPU" in loading.hardware_report()
 
 
+TINY_SAID = "This is the tiny random test model that MOLMO_MODEL_ID=tiny asks for"
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_the_report_says_plainly_when_the_model_is_the_tiny_one(tiny_model_path, tmp_path, monkeypatch, gpu):
+    """Asked for ``tiny`` (or the folder make and the tests build it in), 00 says so, not "(the tiny test model?)";
+    another local folder is not called tiny."""
+    if gpu:
+        monkeypatch.setattr(
+            loading, "detect_hardware", lambda: loading.Hardware("cuda", "bfloat16", "A100", 80.0, True)
+        )
+    monkeypatch.setattr(loading, "tiny_model_dir", lambda: tiny_model_path)
+    for name in ("tiny", str(tiny_model_path)):
+        monkeypatch.setenv("MOLMO_MODEL_ID", name)
+        report = loading.hardware_report()
+        assert TINY_SAID in report and "?" not in report and "Molmo2-4B on a CPU" not in report
+    other = tmp_path / "my-molmo2"
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    monkeypatch.setenv("MOLMO_MODEL_ID", str(other))
+    report = loading.hardware_report()
+    assert "tiny random test model" not in report and ("Molmo2-4B on a CPU" in report) != gpu
+
+
 def test_processor_and_config_load_without_weights(tiny_model_path):
     assert type(load_processor(tiny_model_path)).__name__ == "Molmo2Processor"
     assert load_model_config(tiny_model_path).model_type == "molmo2"
@@ -183,7 +207,8 @@ def test_the_name_tiny_never_replaces_files_it_did_not_write(tmp_path, monkeypat
 
 
 def test_tiny_lives_in_the_checkout_or_else_in_the_user_cache(tmp_path, monkeypatch):
-    assert tiny.tiny_model_dir() == tiny.folders.REPO_ROOT / "downloaded_data" / "tiny-molmo2"
+    # downloaded_data/ of the checkout, unless $MOLMO_DATA_DIR moves it (as the tests do)
+    assert tiny.tiny_model_dir() == tiny.folders.DATA_DIR / "tiny-molmo2"
     monkeypatch.setattr(tiny.folders, "REPO_ROOT", tmp_path / "site-packages")  # an installed package
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert tiny.tiny_model_dir() == tmp_path / "cache" / "molmo_nb_utils" / "tiny-molmo2"

@@ -658,7 +658,10 @@ def test_a_huge_png_is_refused_before_it_is_decoded(tmp_path):
     assert grown_mb < 200  # not decoded: one RGBA copy alone is 549 MB (and loading took 3.2 GB)
 
 
-def test_past_pillows_own_limit_the_message_is_ours_and_gives_no_jpeg_advice(tmp_path):
+def test_past_pillows_own_limit_the_message_is_ours_and_gives_no_jpeg_advice(tmp_path, monkeypatch):
+    # Pillow's default limit: molmo_utils.fetch_image lifts it for the whole process (MAX_IMAGE_PIXELS = None),
+    # and an earlier test in this worker may have called it.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", int(1024 * 1024 * 1024 // 4 // 3))
     path = _huge_png(tmp_path / "huge.png", 14000)  # 196 MP: Pillow refuses it on opening
     with pytest.raises(ValueError) as info:
         load_image(path)

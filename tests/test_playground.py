@@ -44,6 +44,24 @@ def test_picking_a_task_fills_prompt_and_switches_to_video(playground):
     assert playground.media.value == "video"
 
 
+def test_segment_on_a_video_gets_trackings_answer_length(playground):
+    """Segmenting a video asks at tracking's 8 fps, so its answer needs tracking's length; on images, pointing's.
+    A length the reader chose stays when the media change."""
+    playground.task.value = "segment"
+    assert playground.max_new_tokens.value == TASKS["segment"][1]
+    playground.media.value = "video"
+    assert playground.max_new_tokens.value == TASKS["track"][1] > TASKS["segment"][1]
+    playground.media.value = "images"
+    assert playground.max_new_tokens.value == TASKS["segment"][1]
+    playground.task.value = "ask"
+    playground.media.value = "video"
+    playground.task.value = "segment"  # the video first, then the task
+    assert playground.max_new_tokens.value == TASKS["track"][1]
+    playground.max_new_tokens.value = 300
+    playground.media.value = "images"
+    assert playground.max_new_tokens.value == 300
+
+
 def test_tracking_runs_on_the_video_at_8_fps(playground):
     playground.task.value = "track"
     playground.max_new_tokens.value = 16

@@ -18,7 +18,7 @@ from molmo_nb_utils.asking import chat, prepare_inputs, user_message
 from molmo_nb_utils.dataset import load_dataset, run_dataset, score_results
 from molmo_nb_utils.evaluation import distance_threshold, load_ground_truth
 from molmo_nb_utils.grounding import Point, count_points, group_by_id, parse_tracks
-from molmo_nb_utils.media import DEFAULT_MAX_FRAMES, plan_frames
+from molmo_nb_utils.media import DEFAULT_MAX_FRAMES, MediaSettings, plan_frames
 from molmo_nb_utils.playground import Playground
 from molmo_nb_utils.training import (
     Molmo2Collator,
@@ -193,7 +193,7 @@ def _assert_same_adapter(a, b):
 def test_a_batch_trains_on_the_mean_of_its_examples_losses(tiny_model, coin_tables, video, tmp_path):
     model, processor = tiny_model
     examples = training_examples([*coin_tables[:3], *video], prompt=PROMPT)
-    items = [training_item(model, processor, e, max_crops=None, cache_features=True) for e in examples]
+    items = [training_item(model, processor, e, cache_features=True) for e in examples]
     collate = Molmo2Collator(pad_id=processor.tokenizer.pad_token_id)
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
     trainer = Molmo2Trainer(model=model, args=args, data_collator=collate)
@@ -236,9 +236,10 @@ def test_a_video_is_trained_at_the_frames_run_dataset_shows(tiny_model, video):
     model, processor = tiny_model
     shown = {}
     for fps in (2.0, 8.0):
-        example = training_examples(video, fps=fps)[0]
-        plan = plan_frames(video[0].path, DEFAULT_MAX_FRAMES, fps)  # what run_dataset(fps=fps) shows
-        assert example.frames == plan and (example.fps, example.max_frames) == (fps, DEFAULT_MAX_FRAMES)
+        media = MediaSettings(fps=fps)
+        example = training_examples(video, media=media)[0]
+        plan = plan_frames(video[0].path, DEFAULT_MAX_FRAMES, fps)  # what run_dataset(media=media) shows
+        assert example.frames == plan and example.media == media
         parsed = parse_tracks(example.target, example.size)
         assert len(parsed) == len(load_ground_truth(video[0].truth).at_plan(plan))
         assert all(

@@ -21,6 +21,7 @@ from huggingface_hub import snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
 from molmo_nb_utils.benchmarks.specs import Benchmark
+from molmo_nb_utils.checks import positive_int_or_none
 
 __all__ = ["benchmark_folder", "read_json_rows", "read_parquet_rows", "sample_rows"]
 
@@ -73,11 +74,8 @@ def sample_rows(total: int, limit: int | None) -> list[int]:
     """The rows a ``limit`` takes: ``limit`` rows spread evenly over the split, row ``k * total // limit``
     for k = 0, 1, ...; all rows without a limit. The same rows every time, on any machine, and from
     every part of the file (a file sorted by category or count still gives a sample of all of them)."""
-    if limit is None:
-        return list(range(total))
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"limit must be a whole number >= 1 (items to take), or None for all; got {limit!r}")
-    if limit >= total:
+    limit = positive_int_or_none(limit, "limit", "every item")
+    if limit is None or limit >= total:
         return list(range(total))
     return [k * total // limit for k in range(limit)]
 

@@ -9,9 +9,9 @@ Why: after the lessons, the next step is a folder of your own images or videos a
   ``item_prompt`` is the one rule for what an item is asked (and trained on).
 * ``results``: the results file, one JSON line per item, forced to disk before the next item
   starts. A killed run loses at most the item it was writing; every line carries the run's
-  settings (``RunSettings``), the model's identity (name, adapter, a fingerprint of its weights,
-  their precision and quantization) and what the item's file held, so
-  answers of another model, prompt or file are never mixed in.
+  settings (``RunSettings``: the prompt, how media are shown (``MediaSettings``), the model's identity:
+  name, adapter, a fingerprint of its weights, their precision and quantization) and what the item's
+  file held, so answers of another model, prompt or file are never mixed in.
 * ``running``: the run (``run_dataset``), one item or a batch per ``generate`` call, resumable;
   answers written by hand for worked examples (``worked_answer``, ``results_from_answers``).
 * ``sharded``: the same run over several processes or GPUs (``accelerate launch``), one shard

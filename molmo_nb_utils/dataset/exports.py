@@ -133,7 +133,7 @@ def export_points_csv(
     by_key = latest(results)
     rows = []
     for r in (by_key[item.key] for item in items if item.key in by_key):
-        frame_of = dict(zip(r.times, r.frame_indices, strict=True))
+        plan = r.plan
         for tag, points in (("points", r.points), ("tracks", r.tracks)):
             for p in points:
                 rows.append(
@@ -143,7 +143,7 @@ def export_points_csv(
                         "tag": tag,
                         "image": p.image,
                         "time": p.time,
-                        "frame": frame_of.get(p.time) if p.time is not None else None,
+                        "frame": plan.frame_at(p.time) if p.time is not None and plan else None,
                         "id": p.id,
                         "x": round(p.x, 2),
                         "y": round(p.y, 2),

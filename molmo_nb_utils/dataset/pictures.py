@@ -76,13 +76,20 @@ def draw_result(
     return with_header(grid, f"{_printable(item.key)} ({true} true, in rings), {answer}: {result.count} ids")
 
 
+def _dot_area(items: int) -> float:
+    """A dot's area in points squared: one item's is 40; a shared dot grows, and holds its number."""
+    return 40.0 if items == 1 else 120.0 + 30.0 * items
+
+
 def _printable(key: str) -> str:
     """A file name that is not valid UTF-8 (its bytes kept as surrogates) shown with escapes, not an error."""
     return key.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def plot_counts(score: DatasetScore) -> Figure:
-    """Predicted against true counts, one dot per item (bigger where several coincide), the diagonal exact.
+    """Predicted against true counts, one dot per item, the diagonal exact; wrong counts are labelled with
+    their items. Several items on one spot share one bigger dot with their number in it, and the legend
+    says so, so two items never read as one.
 
     Closed in pyplot before it is returned, so a notebook shows it once.
     """
@@ -96,15 +103,22 @@ def plot_counts(score: DatasetScore) -> Figure:
     for t, p, key in pairs:
         tally.setdefault((t, p), []).append(key)
     for (t, p), keys in tally.items():
-        ax.scatter([t], [p], s=40 * len(keys), color="tab:red" if t != p else "tab:blue", zorder=3)
+        ax.scatter([t], [p], s=_dot_area(len(keys)), color="tab:red" if t != p else "tab:blue", zorder=3)
+        if len(keys) > 1:
+            ax.annotate(str(len(keys)), (t, p), ha="center", va="center", color="white", fontsize=9,
+                        fontweight="bold", zorder=4)  # fmt: skip
         if t != p:
             ax.annotate(
                 ", ".join(_printable(Path(k).stem) for k in keys),
                 (t, p),
                 textcoords="offset points",
-                xytext=(6, 4),
+                xytext=(8, 5),
                 fontsize=8,
             )
+    if any(len(keys) > 1 for keys in tally.values()):
+        ax.scatter(
+            [], [], s=_dot_area(2), color="0.45", label="several items on one spot:\ntheir number in the dot"
+        )
     ax.set_xlim(-0.5, top)
     ax.set_ylim(-0.5, top)
     ax.set_xlabel("true count")

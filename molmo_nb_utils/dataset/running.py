@@ -16,7 +16,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from molmo_nb_utils.asking import DEFAULT_MAX_NEW_TOKENS, Answer, chat, chat_batch, user_message
-from molmo_nb_utils.checks import positive_int, positive_int_or_none
+from molmo_nb_utils.checks import positive_int
+from molmo_nb_utils.constrain import as_constraint
 from molmo_nb_utils.dataset.items import DatasetItem, check_items, file_identity, item_prompt, same_file
 from molmo_nb_utils.dataset.results import (
     ItemResult,
@@ -32,14 +33,7 @@ from molmo_nb_utils.dataset.results import (
 )
 from molmo_nb_utils.evaluation import load_ground_truth
 from molmo_nb_utils.grounding import Point, format_points
-from molmo_nb_utils.media import (
-    DEFAULT_FPS,
-    DEFAULT_MAX_FRAMES,
-    image_size,
-    load_image,
-    plan_frames,
-    sample_frames,
-)
+from molmo_nb_utils.media import DEFAULT_MEDIA, MediaSettings, image_size, load_image
 
 
 @dataclass(frozen=True)
@@ -50,7 +44,8 @@ class RunSettings:
     ``model`` is the full ``name_or_path``; ``adapter`` the identity of a peft adapter; ``weights``
     a fingerprint of the weights themselves (``fingerprint.weights_fingerprint``), with their
     ``dtype`` and ``quantization``: another model in the same folder, a merged adapter, or the same
-    weights in another precision is another model. ``prompt`` is the run's (an item's own wins).
+    weights in another precision is another model. ``prompt`` is the run's (an item's own wins);
+    ``media`` how the media are shown (``MediaSettings``).
     """
 
     model: str | None = None
@@ -60,9 +55,8 @@ class RunSettings:
     quantization: str | None = None
     prompt: str | None = None
     max_new_tokens: int | None = DEFAULT_MAX_NEW_TOKENS
-    fps: float | None = DEFAULT_FPS
-    max_frames: int = DEFAULT_MAX_FRAMES
-    max_crops: int | None = None
+    constrain: str | None = None  # Constraint.name: constrained answers are another run's answers
+    media: MediaSettings = DEFAULT_MEDIA
 
     @classmethod
     def for_model(
@@ -71,14 +65,15 @@ class RunSettings:
         *,
         prompt: str | None = None,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-        fps: float | None = DEFAULT_FPS,
-        max_frames: int = DEFAULT_MAX_FRAMES,
-        max_crops: int | None = None,
+        media: MediaSettings = DEFAULT_MEDIA,
+        constrain: Any = None,
     ) -> RunSettings:
-        """The settings of a run of ``model``: its identity (weights read once) and the asking knobs."""
+        """The settings of a run of ``model``: its identity (weights read once) and how it is asked."""
         positive_int(max_new_tokens, "max_new_tokens")
-        positive_int(max_frames, "max_frames")
-        positive_int_or_none(max_crops, "max_crops", "the processor's default")
+        if not isinstance(media, MediaSettings):
+            raise TypeError(
+                f"media must be a MediaSettings(fps=..., max_frames=..., max_crops=...), got {media!r}"
+            )
         name, adapter = model_identity(model)
         weights = weights_identity(model)
         return cls(
@@ -89,14 +84,23 @@ class RunSettings:
             quantization=weights["quantization"],
             prompt=prompt,
             max_new_tokens=max_new_tokens,
-            fps=fps,
-            max_frames=max_frames,
-            max_crops=max_crops,
+            media=media,
+            constrain=None if (constraint := as_constraint(constrain)) is None else constraint.name,
         )
 
+    def constraint(self) -> dict[str, Any]:
+        """``constrain=`` for ``chat``/``chat_batch`` when the run has one (stand-ins in tests need not know it)."""
+        return {} if self.constrain is None else {"constrain": self.constrain}
+
     def record(self) -> dict[str, Any]:
-        """The settings as every line of the results file stores them."""
-        return asdict(self)
+        """The settings as every line of the results file stores them: flat, the media's three fields last
+        (as files written before ``MediaSettings`` have them, so those runs resume); ``constrain`` only when
+        given, so the files of unconstrained runs stay as they were."""
+        record = asdict(self)
+        media = record.pop("media")
+        if record["constrain"] is None:
+            del record["constrain"]
+        return {**record, **media}
 
 
 def make_result(
@@ -183,20 +187,20 @@ def run_dataset(
     *,
     prompt: str | None = None,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-    fps: float | None = DEFAULT_FPS,
-    max_frames: int = DEFAULT_MAX_FRAMES,
-    max_crops: int | None = None,
+    media: MediaSettings = DEFAULT_MEDIA,
     limit: int | None = None,
     retry_failed: bool = False,
     batch_size: int = 1,
     ask: Callable[..., Answer] = chat,
     ask_batch: Callable[..., list[Answer]] = chat_batch,
+    constrain: Any = None,
 ) -> list[ItemResult]:
     """Ask about every item, appending one JSON line per item to ``results_path``; return all results.
 
     Each item is asked ``item_prompt(item, prompt)``: its own prompt, else ``prompt``, else
-    ``DEFAULT_PROMPT``, with ``{label}`` filled in (the rule ``fine_tune`` trains with). Items already in the file are
-    skipped, so after an interruption the same call resumes; an item whose file changed since it
+    ``DEFAULT_PROMPT``, with ``{label}`` filled in (the rule ``fine_tune`` trains with), its media shown as
+    ``media`` says (``MediaSettings``: a video's ``fps`` and ``max_frames``, an image's ``max_crops``). Items
+    already in the file are skipped, so after an interruption the same call resumes; an item whose file changed since it
     was answered (another folder with the same names, a picture replaced) is asked again. ``limit``
     answers at most that many new items (to try a prompt first). A failed item is recorded with
     its error and skipped on later runs unless ``retry_failed``.
@@ -206,14 +210,10 @@ def run_dataset(
     file fails on its own. ``ask`` and ``ask_batch`` are called like ``chat`` and ``chat_batch``
     (tests pass stand-ins). The results come back in the order of ``items``, one per item answered
     so far. A file of another model (other weights, adapter, precision) or settings is refused, not mixed.
+    ``constrain`` is ``chat``'s (e.g. "points": every answer parses), recorded with the settings.
     """
     settings = RunSettings.for_model(
-        model,
-        prompt=prompt,
-        max_new_tokens=max_new_tokens,
-        fps=fps,
-        max_frames=max_frames,
-        max_crops=max_crops,
+        model, prompt=prompt, max_new_tokens=max_new_tokens, media=media, constrain=constrain
     )
     return run_items(
         model,
@@ -305,9 +305,8 @@ def _ask_batch(
             processor,
             [[user_message(item.path, text=text)] for item, text in zip(batch, prompts, strict=True)],
             max_new_tokens=settings.max_new_tokens,
-            fps=settings.fps,
-            max_frames=settings.max_frames,
-            max_crops=settings.max_crops,
+            **settings.media.keywords(),
+            **settings.constraint(),
         )
         share = (time.perf_counter() - start) / len(batch)
         return [
@@ -328,9 +327,8 @@ def _ask_one(model, processor, item: DatasetItem, settings: RunSettings, ask) ->
             processor,
             [user_message(item.path, text=prompt)],
             max_new_tokens=settings.max_new_tokens,
-            fps=settings.fps,
-            max_frames=settings.max_frames,
-            max_crops=settings.max_crops,
+            **settings.media.keywords(),
+            **settings.constraint(),
         )
         return make_result(item, prompt, settings, answer, time.perf_counter() - start)
     except Exception as error:
@@ -358,15 +356,14 @@ def worked_answer(
     shift: tuple[float, float] = (0.0, 0.0),
     swap: tuple[int, int, float] | None = None,
     tag: str = "points",
-    fps: float | None = DEFAULT_FPS,
-    max_frames: int = DEFAULT_MAX_FRAMES,
+    media: MediaSettings = DEFAULT_MEDIA,
 ) -> str:
     """An answer in Molmo2's format written from the item's ground truth, with known mistakes.
 
     ``drop``: true ids left out (missed objects); ``add``: extra points (x, y) in pixels (on every
     frame shown, for a video); ``shift``: (dx, dy) pixels added to every true point; ``swap``:
     ``(a, b, t)``: ids a and b trade places from time t on (an identity switch in tracks).
-    Videos are written at the frames ``fps`` and ``max_frames`` show. With nothing left to point
+    Videos are written at the frames ``media`` shows (``MediaSettings``: ``fps``, ``max_frames``). With nothing left to point
     at, the answer is "There are none.".
     """
     dropped = set(drop)
@@ -380,9 +377,9 @@ def worked_answer(
     else:
         if item.truth is None:
             raise ValueError(f"{item.key} has no ground-truth file to write an answer from")
-        plan = plan_frames(item.path, max_frames, fps)
+        plan = media.plan(item.path)
         size = plan.size
-        places = [(None, t) for t in dict.fromkeys(plan.times)]
+        places = [(None, t) for t in plan.prompt_times]
         truth = load_ground_truth(item.truth).at_plan(plan)  # evaluation's one rule
     points = [replace(p, x=p.x + dx, y=p.y + dy) for p in truth if p.id not in dropped]
     if swap is not None:
@@ -404,25 +401,24 @@ def results_from_answers(
     answers: Mapping[str, str],
     *,
     prompt: str = "(answers written by hand)",
-    fps: float | None = DEFAULT_FPS,
-    max_frames: int = DEFAULT_MAX_FRAMES,
+    media: MediaSettings = DEFAULT_MEDIA,
 ) -> list[ItemResult]:
     """The results a run would record if the model had answered ``answers`` (item key -> text).
 
-    The images are loaded and the video frames sampled as a run would, so sizes, times and frame
-    indices are the real ones. For worked examples and for checking scores by hand.
+    The images are loaded and the video frames sampled as a run with ``media`` would, so sizes, times
+    and frame indices are the real ones. For worked examples and for checking scores by hand.
     """
     by_key = {item.key: item for item in items}
     unknown = [key for key in answers if key not in by_key]
     if unknown:
         raise ValueError(f"answers for items not in the dataset: {unknown}")
-    settings = RunSettings(prompt=prompt, max_new_tokens=None, fps=fps, max_frames=max_frames)
+    settings = RunSettings(prompt=prompt, max_new_tokens=None, media=media)
     results = []
     for key, text in answers.items():
         item = by_key[key]
         if item.kind == "image":
             answer = Answer(text, images=[load_image(item.path)])
         else:
-            answer = Answer(text, videos=[sample_frames(item.path, max_frames, fps)])
+            answer = Answer(text, videos=[media.sample(item.path)])
         results.append(make_result(item, prompt, settings, answer, 0.0))
     return results

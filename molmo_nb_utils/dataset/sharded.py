@@ -50,7 +50,7 @@ from molmo_nb_utils.dataset.results import (
 )
 from molmo_nb_utils.dataset.running import RunSettings, items_to_ask, run_items
 from molmo_nb_utils.loading import load_model
-from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES
+from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES, DEFAULT_MEDIA, MediaSettings
 from molmo_nb_utils.paths import short_stem, try_lock
 
 # How long a merge waits for another process's short write to the results file before refusing.
@@ -131,9 +131,7 @@ def run_sharded(
     state: Any = None,
     prompt: str | None = None,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-    fps: float | None = DEFAULT_FPS,
-    max_frames: int = DEFAULT_MAX_FRAMES,
-    max_crops: int | None = None,
+    media: MediaSettings = DEFAULT_MEDIA,
     batch_size: int = 1,
     retry_failed: bool = False,
     ask: Callable[..., Answer] = chat,
@@ -151,14 +149,7 @@ def run_sharded(
         exit_with_launcher()
     results_path = Path(results_path)
     items = list(items)
-    settings = RunSettings.for_model(
-        model,
-        prompt=prompt,
-        max_new_tokens=max_new_tokens,
-        fps=fps,
-        max_frames=max_frames,
-        max_crops=max_crops,
-    )
+    settings = RunSettings.for_model(model, prompt=prompt, max_new_tokens=max_new_tokens, media=media)
     if (
         state.is_main_process
     ):  # what an earlier run left in shards (with any number of processes) counts as done
@@ -284,6 +275,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-crops", type=int, default=None)
     parser.add_argument("--retry-failed", action="store_true")
     args = parser.parse_args(argv)
+    try:  # before the model loads: a bad value fails at once
+        media = MediaSettings(args.fps, args.max_frames, args.max_crops)
+    except ValueError as err:
+        parser.error(str(err))
 
     exit_with_launcher()
     state = _state()
@@ -299,9 +294,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         prompt=args.prompt,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
-        fps=args.fps,
-        max_frames=args.max_frames,
-        max_crops=args.max_crops,
+        media=media,
         retry_failed=args.retry_failed,
     )
     if state.is_main_process:

@@ -24,8 +24,8 @@ from molmo_nb_utils.drawing.style import (
     to_pil,
     with_header,
 )
-from molmo_nb_utils.grounding import Point, nearest_index
-from molmo_nb_utils.media import VideoFrames
+from molmo_nb_utils.grounding import Point
+from molmo_nb_utils.media import FramePlan, VideoFrames
 
 
 def strip_height(sizes: Sequence[tuple[int, int]], max_width: int, gap: int) -> int:
@@ -137,23 +137,30 @@ def frame_grid(
     ``fps`` to number them ``i / fps``). Each point (``Point.time`` set) is drawn on the frame whose
     timestamp is nearest to its time.
     """
-    indices = None
+    plan, numbered = None, True  # numbered: the frames' numbers in their video are known
     if isinstance(frames, VideoFrames):
         if timestamps is not None:
             raise ValueError("VideoFrames carry their own timestamps: pass the VideoFrames alone")
-        frames, timestamps, indices = frames.frames, frames.timestamps, frames.indices
+        frames, plan = frames.frames, frames.plan
     pictures = [to_pil(f) for f in frames]
     if not pictures:
         raise ValueError("frame_grid needs at least one frame")
-    if timestamps is None:
-        if not fps or fps <= 0:
-            raise ValueError("frame_grid needs timestamps, or fps > 0 to compute them as frame_index / fps")
-        timestamps = [i / fps for i in range(len(pictures))]
-    times = [float(t) for t in timestamps]
-    if len(times) != len(pictures):
-        raise ValueError(
-            f"got {len(pictures)} frames but {len(times)} timestamps; pass one timestamp per frame"
-        )
+    if plan is None:  # plain frames, at the times given or at i / fps
+        if timestamps is None:
+            if not fps or fps <= 0:
+                raise ValueError(
+                    "frame_grid needs timestamps, or fps > 0 to compute them as frame_index / fps"
+                )
+            timestamps = [i / fps for i in range(len(pictures))]
+        times = tuple(float(t) for t in timestamps)
+        if len(times) != len(pictures):
+            raise ValueError(
+                f"got {len(pictures)} frames but {len(times)} timestamps; pass one timestamp per frame"
+            )
+        numbered = bool(fps)
+        numbers = tuple(round(t * fps) for t in times) if fps else tuple(range(len(times)))
+        plan = FramePlan(times, numbers, pictures[0].size)
+    times = plan.times
     cols = min(positive_int(cols, "cols"), len(pictures))
     gap = 4
     thumb_w = (width - gap * (cols - 1)) // cols
@@ -165,7 +172,7 @@ def frame_grid(
             raise ValueError(
                 f"frame_grid draws video points (with .time); got {p}. Use draw_points for images"
             )
-        on_frame.setdefault(nearest_index(p.time, times), []).append(p)
+        on_frame.setdefault(plan.position(p.time), []).append(p)
     thumbs = []
     for i, picture in enumerate(pictures):
         scale = thumb_w / picture.width
@@ -174,7 +181,7 @@ def frame_grid(
         thumbs.append(thumb)
     captions = []
     for i, t in enumerate(times):
-        frame = indices[i] if indices is not None else round(t * fps) if fps else None
+        frame = plan.indices[i] if numbered else None
         captions.append(f"t = {_format_time(t)} s" + ("" if frame is None else f" (frame {frame})"))
     # Captions at least 13 px (readable when the notebook shows the grid a little smaller), but
     # never wider than a thumbnail.

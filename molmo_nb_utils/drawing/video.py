@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 from molmo_nb_utils.checks import positive_int_or_none
 from molmo_nb_utils.drawing.style import style_for, to_pil
 from molmo_nb_utils.drawing.tracks import check_trail, draw_tracks_on, index_tracks
-from molmo_nb_utils.grounding import Point, time_to_frame
-from molmo_nb_utils.media import VideoFrames, iter_video_frames, video_info
+from molmo_nb_utils.grounding import Point
+from molmo_nb_utils.media import VideoFrames, iter_video_frames, plan_for_times, video_info
 from molmo_nb_utils.paths import atomic_path
 
 VIDEO_PRESET = "superfast"  # measured: x264 "veryfast" is slower than real time for 720p on 2 cores
@@ -106,7 +106,8 @@ def render_tracks_video(
 
     Frame-accurate: ``video`` is best the ``VideoFrames`` the model was shown (``answer.video``):
     then the sample at time t is drawn from exactly the frame shown at t until the next sample
-    (the rule of :func:`draw_tracks`). Given a path, the frame is ``round(t * fps)``.
+    (the rule of :func:`draw_tracks`). Given a path, each time starts at the frame on screen then, as
+    sampling shows it (``plan_for_times``: at 29.97 fps the time 0.5 s is frame 14, not ``round(t * fps)``).
     ``max_width`` scales wider videos down (points scale with them).
 
     A phone video stored sideways with a rotation is drawn and written upright (points are in
@@ -117,6 +118,9 @@ def render_tracks_video(
     check_trail(trail)
     seen = video if isinstance(video, VideoFrames) else None
     info = seen.info if seen is not None else video_info(video)
+    plan = (
+        seen.plan if seen is not None else plan_for_times(info.path, tracks.times) if tracks.times else None
+    )
     fps = info.fps
     src_w, src_h = info.width, info.height  # upright, as the points are
     if max_width is not None and src_w > max_width:
@@ -125,7 +129,7 @@ def render_tracks_video(
         width, height = src_w // 2 * 2, src_h // 2 * 2
     resize = (width, height) != (src_w // 2 * 2, src_h // 2 * 2)
     scale = (width / src_w, height / src_h) if resize else (1.0, 1.0)
-    starts = [seen.frame_at(t) if seen else time_to_frame(t, fps) for t in tracks.times]
+    starts = [plan.frame_at(t) for t in tracks.times] if plan is not None else []
     style = style_for(width, height)
 
     def annotated() -> Iterator[np.ndarray]:

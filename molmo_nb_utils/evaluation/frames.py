@@ -14,7 +14,7 @@ from typing import Any
 from molmo_nb_utils.evaluation.matching import mask_matches, match_points
 from molmo_nb_utils.evaluation.points import PointScore, score_of, sum_scores
 from molmo_nb_utils.evaluation.rules import check_distance, distance_threshold
-from molmo_nb_utils.evaluation.truth import GroundTruth, shown_frames
+from molmo_nb_utils.evaluation.truth import GroundTruth
 from molmo_nb_utils.grounding import Point, group_by_time, snap_times
 from molmo_nb_utils.masks.geometry import Mask
 from molmo_nb_utils.media import FramePlan
@@ -70,15 +70,15 @@ def match_frames(
         radius = distance_threshold(truth.width, truth.height)
     check_distance(radius, "radius")
     plan = as_plan(frames, truth)
-    shown = shown_frames(plan)
-    sample_times = sorted(shown)
+    sample_times = sorted(plan.prompt_times)
     size = (truth.width, truth.height)
     predicted_by_time = group_by_time(snap_times(predicted, sample_times))
     truth_by_time = group_by_time(truth.at_plan(plan))
     matched = []
     for t in sample_times:
+        frame = plan.frame_at(t)
         guesses, true_here = predicted_by_time.get(t, []), truth_by_time.get(t, [])
-        masks = [truth.mask_of(shown[t], o.id) for o in true_here] if truth.masks else None
+        masks = [truth.mask_of(frame, o.id) for o in true_here] if truth.masks else None
         if masks is not None:
             matches = mask_matches(guesses, true_here, masks, size)
         else:
@@ -86,7 +86,7 @@ def match_frames(
         matched.append(
             FrameMatch(
                 t,
-                shown[t],
+                frame,
                 tuple(guesses),
                 tuple(true_here),
                 None if masks is None else tuple(masks),

@@ -97,7 +97,8 @@ class GroundTruth:
             )
         frames = self._by_frame()
         out: list[Point] = []
-        for t, index in shown_frames(plan).items():
+        for t in plan.prompt_times:
+            index = plan.frame_at(t)
             if not 0 <= index < self.num_frames:
                 raise ValueError(
                     f"frame index {index} is outside this video's frames 0..{self.num_frames - 1}: "
@@ -108,15 +109,9 @@ class GroundTruth:
 
 
 def shown_frames(plan: FramePlan) -> dict[float, int]:
-    """Prompt time -> video frame index of each frame shown, times in plan order.
-
-    A time repeated in the plan (the last sample of a short video, clamped) is one prompt entry:
-    its first frame is kept.
-    """
-    shown: dict[float, int] = {}
-    for t, index in zip(plan.times, plan.indices, strict=True):
-        shown.setdefault(float(t), int(index))
-    return shown
+    """Prompt time -> video frame index of each frame shown, times in plan order: ``plan.frame_at`` of
+    each of ``plan.prompt_times`` (a time repeated in the plan is one prompt entry, on its first frame)."""
+    return {t: plan.frame_at(t) for t in plan.prompt_times}
 
 
 def load_ground_truth(path: str | os.PathLike) -> GroundTruth:

@@ -53,6 +53,7 @@ from molmo_nb_utils.media import (
     DEFAULT_MAX_FRAMES,
     TRACKING_FPS,
     FramePlan,
+    MediaSettings,
     frames_of,
     plan_frames,
     video_info,
@@ -170,8 +171,9 @@ def track_video(
     if progress:
         print(f"{info.path.name}, {info.duration:g} s: {plan}")
     whole = plan_frames(info.path, 10**9, fps)  # every window's frames are a slice of this plan
+    media = MediaSettings(fps=fps, max_frames=plan.frames)
     settings = RunSettings.for_model(
-        model, prompt=prompt, max_new_tokens=max_new_tokens, fps=fps, max_frames=plan.frames
+        model, prompt=prompt, max_new_tokens=max_new_tokens, media=media
     ).record()
     plan_key = f"{plan.window_seconds:g}/{plan.overlap_seconds:g}"
     path = (

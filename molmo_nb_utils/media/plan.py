@@ -26,6 +26,7 @@ from typing import Any
 from molmo_utils.vision_process import sample_times
 
 from molmo_nb_utils.checks import positive_int
+from molmo_nb_utils.grounding import nearest_index
 
 __all__ = ["DEFAULT_FPS", "DEFAULT_MAX_FRAMES", "TRACKING_FPS", "FramePlan", "frame_times", "planned_frames"]
 
@@ -55,6 +56,25 @@ class FramePlan:
             raise ValueError(
                 f"a frame plan needs one index per time, got {len(self.times)} and {len(self.indices)}"
             )
+
+    def position(self, time: float) -> int:
+        """Which frame shown is at ``time``: its place ``k`` in the plan, the one whose prompt time is
+        nearest (the first of equal times: a time repeated in the plan is one prompt entry)."""
+        return nearest_index(time, self.times)
+
+    def frame_at(self, time: float) -> int:
+        """The video frame index shown at ``time``: THE answer to "which frame is at t" for a run's times.
+
+        Molmo2 answers in the prompt's sample times, and the frame shown at a sample time is the one on
+        screen then, which need not be ``round(t * fps)`` (at 29.97 fps the sample at 0.5 s shows frame
+        14). Scores, exports, drawings and ground truth all read the frame here.
+        """
+        return self.indices[self.position(time)]
+
+    @property
+    def prompt_times(self) -> tuple[float, ...]:
+        """Each prompt time once, in plan order (the last sample of a short video may repeat a time)."""
+        return tuple(dict.fromkeys(float(t) for t in self.times))
 
 
 def frame_times(

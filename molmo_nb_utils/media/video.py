@@ -8,14 +8,13 @@ it with ``molmo_utils`` on generated videos of odd frame rates and durations.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from molmo_nb_utils.grounding import nearest_index
 from molmo_nb_utils.media.fit import frames_array
 from molmo_nb_utils.media.plan import DEFAULT_FPS, FramePlan, check_fps, frame_budget, frame_times
 from molmo_nb_utils.media.reader import (
@@ -28,7 +27,7 @@ from molmo_nb_utils.media.reader import (
     unreadable,
 )
 
-__all__ = ["VideoFrames", "frames_of", "plan_frames", "sample_frames", "video_info"]
+__all__ = ["VideoFrames", "frames_of", "plan_for_times", "plan_frames", "sample_frames", "video_info"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,8 +71,8 @@ class VideoFrames:
         )
 
     def frame_at(self, time: float) -> int:
-        """The video frame index shown at the sampled time nearest to ``time``."""
-        return self.indices[nearest_index(time, self.timestamps)]
+        """The video frame index shown at the sampled time nearest to ``time`` (``FramePlan.frame_at``)."""
+        return self.plan.frame_at(time)
 
     def metadata(self) -> dict[str, Any]:
         """The ``video_metadata`` the processor turns into the prompt's frame times (molmo_utils' format)."""
@@ -111,6 +110,21 @@ def plan_frames(
     check_fps(fps)
     index = index_video(check_video_file(video))
     return _frame_plan(index, fps, budget)
+
+
+def plan_for_times(video: str | os.PathLike, times: Sequence[float]) -> FramePlan:
+    """The frames of ``video`` on screen at ``times`` (seconds), by the rule ``sample_frames`` shows them.
+
+    For times no plan of this collection recorded (an answer's times, a file's): each time gets the
+    frame whose display interval contains it, as a sampled time does, not ``round(t * fps)``.
+    """
+    times = [float(t) for t in times]
+    if not times or not all(t >= 0 for t in times):
+        raise ValueError(f"need times >= 0 seconds, got {times[:5]}")
+    index = index_video(check_video_file(video))
+    return FramePlan(
+        tuple(times), tuple(frames_on_screen(index, times)), (index.info.width, index.info.height)
+    )
 
 
 def sample_frames(

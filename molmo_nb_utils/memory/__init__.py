@@ -12,7 +12,7 @@ One module per job:
   ``video_prompt_tokens``) or estimated before the media exist.
 * ``inference``: one ``chat`` call (``estimate_memory``, ``MemoryEstimate``).
 * ``fine_tuning``: one LoRA or QLoRA step (``estimate_training_memory``).
-* ``segmenter``: what SAM 2 adds (``segmenter_memory``, ``SAM2_SIZES``), estimated the same way.
+* ``segmenter``: SAM 2 beside Molmo2 (``segmenter_memory``, the released sizes ``SAM2_SIZES``).
 * ``advice``: the largest setting that fits (``suggest_settings``), the next one after an
   out-of-memory error (``next_setting_advice``), the precision ``load_model`` picks, the T4 budget.
 

@@ -12,7 +12,13 @@ from typing import Any
 
 import torch
 
-from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES, frame_times
+from molmo_nb_utils.media import (
+    DEFAULT_FPS,
+    DEFAULT_MAX_CROPS,
+    DEFAULT_MAX_FRAMES,
+    MediaSettings,
+    frame_times,
+)
 from molmo_nb_utils.memory.configs import GIB, PRECISION_RANK, check_counts, load_config
 from molmo_nb_utils.memory.inference import MemoryEstimate, estimate_memory
 from molmo_nb_utils.memory.tokens import PROMPT_TEXT_TOKENS, image_plan, image_tokens_estimate, video_tokens
@@ -39,7 +45,7 @@ T4_MEMORY_BYTES = 15_843_721_216
 T4_GIB = T4_MEMORY_BYTES / GIB
 # Settings to try, largest first: video sampling rate and frame cap, image crops (the released defaults lead).
 FPS_STEPS, MAX_FRAMES_STEPS = (DEFAULT_FPS, 1, 0.5), (DEFAULT_MAX_FRAMES, 128, 64, 32, 16, 8)
-MAX_CROPS_STEPS = (8, 6, 4, 2, 1)
+MAX_CROPS_STEPS = (DEFAULT_MAX_CROPS, 6, 4, 2, 1)
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,16 @@ class Suggestion:
     estimate: MemoryEstimate
     fits: bool
     advice: str
+
+    @property
+    def media(self) -> MediaSettings:
+        """The suggested settings as runs and trainings take them: ``run_dataset(..., media=s.media)``."""
+        video = self.max_frames is not None
+        return MediaSettings(
+            self.fps if video else DEFAULT_FPS,
+            self.max_frames if video else DEFAULT_MAX_FRAMES,
+            self.max_crops,
+        )
 
 
 def suggest_settings(
@@ -165,15 +181,16 @@ def choose_quantization(config: Any, budget_gb: float, *, half: str = "bf16") ->
     """The lightest-touch precision whose estimate for one full-size image fits ``budget_gb``.
 
     Returns None (16-bit, no quantization), "8bit" or "4bit"; "4bit" when nothing fits, as the best
-    chance. One image at 9 crops is the smallest job every notebook runs; videos need more, which
-    suggest_settings plans.
+    chance. One image at the processor's crops and its low-resolution view (9) is the smallest job every
+    notebook runs; videos need more, which suggest_settings plans.
     """
     if not budget_gb > 0:
         raise ValueError(f"budget_gb must be > 0 GiB, got {budget_gb}")
-    tokens = image_tokens_estimate(max_crops=8) + PROMPT_TEXT_TOKENS
+    tokens = image_tokens_estimate(max_crops=DEFAULT_MAX_CROPS) + PROMPT_TEXT_TOKENS
+    crops = DEFAULT_MAX_CROPS + 1  # and the low-resolution view
     for precision in (half, "8bit"):
         if (
-            estimate_memory(config, precision=precision, prompt_tokens=tokens, num_crops=9).total_gb
+            estimate_memory(config, precision=precision, prompt_tokens=tokens, num_crops=crops).total_gb
             <= budget_gb
         ):
             return None if precision == half else precision

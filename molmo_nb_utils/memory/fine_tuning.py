@@ -46,7 +46,7 @@ class TrainingMemoryEstimate:
             ("LoRA state", self.lora_gb, f"{self.lora_parameters:,} parameters: weights, gradients, AdamW (fp32)"),
             ("activations", self.activations_gb,
              f"{self.batch_size} x ({self.prompt_tokens:,} + {self.answer_tokens}) tokens, "
-             + ("gradient checkpointing" if self.gradient_checkpointing else "no checkpointing")),
+             + ("activation checkpointing" if self.gradient_checkpointing else "no checkpointing")),
             ("vision encoder", self.vision_gb,
              f"{self.num_frames} frames, once per video (no gradients)" if self.num_frames
              else f"{self.num_crops} crops, once per image (no gradients)"),

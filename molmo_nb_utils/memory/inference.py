@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from molmo_nb_utils.media import DEFAULT_MAX_CROPS
 from molmo_nb_utils.memory.configs import (
     GIB,
     QUANT_BYTES,
@@ -24,7 +25,7 @@ __all__ = ["IMAGE_CROPS", "OVERHEAD_GB", "MemoryEstimate", "estimate_memory"]
 
 # Crops per image that the vision encoder takes together whatever the chunk: the high-resolution crops at the
 # released max_crops (their pooling windows overlap, see vision_chunks).
-IMAGE_CROPS = 8
+IMAGE_CROPS = DEFAULT_MAX_CROPS
 # CUDA context (~0.3-0.5 GiB outside PyTorch), cuBLAS workspaces and allocator fragmentation.
 OVERHEAD_GB = 0.75
 

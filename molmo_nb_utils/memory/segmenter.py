@@ -1,7 +1,8 @@
-"""What SAM 2 costs beside Molmo2 (the segmenter of ``molmo_nb_utils.masks``): estimates, not measurements.
+"""What SAM 2, the segmenter of ``molmo_nb_utils.masks``, costs in GPU memory: estimates, not measurements.
 
-Parameters are counted on the real modules built on the meta device (nothing is allocated or downloaded);
-the working set and memory bank are arithmetic on SAM 2's shapes, as the planner does for Molmo2.
+Why here: the planner answers "does it fit?" for everything a lesson loads; lesson 10 adds SAM 2 beside
+Molmo2. Parameters are counted on the real modules built on the meta device (nothing downloaded), from
+the architecture of each released SAM 2.1 size; activations from the tensor sizes at 1024 px.
 """
 
 from __future__ import annotations

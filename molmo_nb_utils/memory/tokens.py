@@ -14,7 +14,7 @@ import numpy as np
 from transformers.models.molmo2.image_processing_molmo2 import compute_crop_geometry
 
 from molmo_nb_utils.checks import positive_int
-from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES, frame_times
+from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_CROPS, DEFAULT_MAX_FRAMES, frame_times
 
 __all__ = [
     "PROMPT_TEXT_TOKENS",
@@ -28,7 +28,9 @@ __all__ = [
 PROMPT_TEXT_TOKENS = 100
 
 
-def image_tokens_estimate(height: int | None = None, width: int | None = None, *, max_crops: int = 8) -> int:
+def image_tokens_estimate(
+    height: int | None = None, width: int | None = None, *, max_crops: int = DEFAULT_MAX_CROPS
+) -> int:
     """Prompt tokens of one image, for planning (count_prompt_tokens gives the real number). Uses the
     processor's own tiling code; without a size, the worst case over all tilings."""
     return image_plan(height, width, max_crops)[0]

@@ -39,8 +39,8 @@ import openai
 from PIL import Image
 
 from molmo_nb_utils.asking import DEFAULT_MAX_NEW_TOKENS, Answer, _check_messages, _load_media
-from molmo_nb_utils.checks import positive_int, positive_int_or_none
-from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES, VideoFrames
+from molmo_nb_utils.checks import positive_int
+from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES, MediaSettings, VideoFrames
 from molmo_nb_utils.serving.launch import ServerError
 
 # Arguments of ``chat`` that cannot travel to a server: objects, not settings.
@@ -147,12 +147,10 @@ def ask_server(
         messages = [messages]
     messages = _check_messages(messages)
     max_new_tokens = positive_int(max_new_tokens, "max_new_tokens")
-    max_crops = positive_int_or_none(max_crops, "max_crops", "the processor's default, 8")
+    media = MediaSettings(fps, max_frames, max_crops)
     extra_body: dict[str, Any] = {"generation_config": _generation_config(generate_kwargs)}
-    images, videos = _load_media(messages, fps, max_frames)  # the package's limits, before anything is sent
-    processor_kwargs: dict[str, Any] = {}
-    if images and max_crops is not None:
-        processor_kwargs["max_crops"] = max_crops
+    images, videos = _load_media(messages, media)  # the package's limits, before anything is sent
+    processor_kwargs: dict[str, Any] = media.images_kwargs() if images else {}
     if videos:
         processor_kwargs.update(
             do_sample_frames=False, num_frames=None, video_metadata=[_metadata(v) for v in videos]

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from molmo_nb_utils.paths import REPO_ROOT
+from molmo_nb_utils.paths import DATA_DIR, REPO_ROOT
 
 __all__ = [
     "MARKER",
@@ -143,15 +143,15 @@ TINY_NAME = "tiny"
 
 def _tiny_dir(name: str) -> Path:
     if (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "molmo_nb_utils").is_dir():
-        return REPO_ROOT / "downloaded_data" / name
+        return DATA_DIR / name  # downloaded_data/, unless $MOLMO_DATA_DIR moves it (the tests do)
     cache = os.environ.get("XDG_CACHE_HOME", "").strip() or "~/.cache"
     return Path(cache).expanduser() / "molmo_nb_utils" / name
 
 
 def tiny_model_dir() -> Path:
-    """Where ``"tiny"`` lives: ``downloaded_data/tiny-molmo2`` in a checkout (where ``make tiny`` builds it),
-    else a per-user cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``), so an installed package never
-    writes into site-packages."""
+    """Where ``"tiny"`` lives: ``downloaded_data/tiny-molmo2`` in a checkout (where ``make tiny`` builds it;
+    ``$MOLMO_DATA_DIR/tiny-molmo2`` when that variable moves the data folder), else a per-user cache folder
+    (``$XDG_CACHE_HOME`` or ``~/.cache``), so an installed package never writes into site-packages."""
     return _tiny_dir("tiny-molmo2")
 
 

@@ -14,6 +14,7 @@ from transformers import (
     Molmo2VideoProcessor,
 )
 
+from molmo_nb_utils.media import DEFAULT_MAX_CROPS
 from molmo_nb_utils.tiny.folders import MARKER, reusable, save_built
 from molmo_nb_utils.tiny.tokenizer import CHAT_TEMPLATE, MEDIA_TOKENS, build_tokenizer
 
@@ -29,7 +30,7 @@ def _processor(tokenizer):
     half = [0.5, 0.5, 0.5]
     image_processor = Molmo2ImageProcessor(
         size={"height": 378, "width": 378},
-        max_crops=8,
+        max_crops=DEFAULT_MAX_CROPS,
         overlap_margins=[4, 4],
         patch_size=14,
         pooling_size=[2, 2],

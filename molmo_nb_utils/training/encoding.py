@@ -51,22 +51,16 @@ def eos_id(model: Any, processor: Any) -> int:
     return int(eos if eos is not None else processor.tokenizer.eos_token_id)
 
 
-def encode_example(
-    model: Any, processor: Any, example: TrainingExample, *, max_crops: int | None = None
-) -> dict[str, Any]:
+def encode_example(model: Any, processor: Any, example: TrainingExample) -> dict[str, Any]:
     """Model inputs for one example (a batch of one): the prompt as ``chat`` sends it, then the answer
     and the end token.
 
     ``labels`` are the answer's token ids (end token included) and -100 everywhere else (prompt, media);
-    ``answer_start`` is the first answer position. A video is shown at the example's own ``fps`` and
-    ``max_frames``: the frames its target was written for.
+    ``answer_start`` is the first answer position. The media are shown as the example's own ``media``
+    says: a video at the frames its target was written for, an image cut into its crops.
     """
     message = [user_message(example.path, text=example.prompt)]
-    inputs = dict(
-        prepare_inputs(
-            processor, message, fps=example.fps, max_frames=example.max_frames, max_crops=max_crops
-        )
-    )
+    inputs = dict(prepare_inputs(processor, message, **example.media.keywords()))
     ids = processor.tokenizer(example.target, add_special_tokens=False)["input_ids"]
     answer = torch.tensor([[*ids, eos_id(model, processor)]], dtype=inputs["input_ids"].dtype)
     start = inputs["input_ids"].shape[1]
@@ -139,11 +133,11 @@ def media_features(model: Any, encoded: dict[str, Any]) -> tuple[torch.Tensor, .
 
 
 def training_item(
-    model: Any, processor: Any, example: TrainingExample, *, max_crops: int | None, cache_features: bool
+    model: Any, processor: Any, example: TrainingExample, *, cache_features: bool
 ) -> dict[str, Any]:
     """One example as the collator takes it: 1-D token rows, and the media features (``cache_features``)
     or the processor's pixel inputs."""
-    encoded = encode_example(model, processor, example, max_crops=max_crops)
+    encoded = encode_example(model, processor, example)
     item: dict[str, Any] = {
         "kind": example.kind,
         "input_ids": encoded["input_ids"][0],

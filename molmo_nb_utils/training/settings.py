@@ -3,8 +3,9 @@ and the TrainingArguments of a run.
 
 The optimizer, schedule, batch, steps, logging, evaluation and saving are TrainingArguments' own
 (its names, its defaults where they suit a lesson: ``training_arguments``). What TrainingArguments has
-no name for is here: the LoRA layers, how the media are shown (so a video is trained at the frames
-``run_dataset`` shows), and whether the frozen vision features are cached.
+no name for is here: the LoRA layers, how the media are shown (``MediaSettings``, the object
+``run_dataset`` takes, so a video is trained at the frames a run shows), and whether the frozen vision
+features are cached.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from transformers import BitsAndBytesConfig, TrainingArguments
 
 from molmo_nb_utils.architecture import SIXTEEN_BIT_MODULES, lora_target_modules
 from molmo_nb_utils.checks import positive_int
-from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES
+from molmo_nb_utils.media import DEFAULT_MEDIA, MediaSettings
 from molmo_nb_utils.training.targets import TrainingError
 
 __all__ = [
@@ -54,35 +55,41 @@ BASE_LEARNING_RATE, BASE_WIDTH = 1e-4, 2560
 class FineTuneSettings:
     """What fine_tune decides that TrainingArguments does not name; stored with every checkpoint.
 
-    ``fps`` and ``max_frames`` choose a video's frames as ``run_dataset``'s do; ``max_crops`` an
-    image's crops as ``chat``'s. ``cache_features``: the frozen vision features are computed once per
-    example (not with ``train_connector``, whose connector trains).
+    ``media`` says how the media are shown (``MediaSettings``: a video's frames as ``run_dataset``
+    shows them with the same object, an image's crops as ``chat`` cuts them). ``cache_features``: the
+    frozen vision features are computed once per example (not with ``train_connector``, whose connector
+    trains).
     """
 
     rank: int = 16
     alpha: int | None = None  # None: twice the rank
     dropout: float = 0.0
     train_connector: bool = False
-    max_crops: int | None = None
-    fps: float | None = DEFAULT_FPS
-    max_frames: int = DEFAULT_MAX_FRAMES
+    media: MediaSettings = DEFAULT_MEDIA
     cache_features: bool = True
 
     def __post_init__(self) -> None:
         try:
             positive_int(self.rank, "rank")
-            positive_int(self.max_frames, "max_frames")
         except ValueError as err:  # the rule and its words are checks'; the error is training's
             raise TrainingError(str(err)) from None
         if not 0 <= self.dropout < 1:
             raise TrainingError(f"dropout is a probability from 0 to below 1, got {self.dropout!r}")
+        if not isinstance(self.media, MediaSettings):
+            raise TrainingError(
+                f"media must be a MediaSettings(fps=..., max_frames=..., max_crops=...), got {self.media!r}"
+            )
 
     @property
     def caches_features(self) -> bool:
         return self.cache_features and not self.train_connector
 
     def record(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings as every checkpoint stores them: flat, the media's three fields among them (as
+        runs written before ``MediaSettings`` stored them, so those resume)."""
+        record = asdict(self)
+        media = record.pop("media")
+        return {**record, **media}
 
 
 def lora_config(

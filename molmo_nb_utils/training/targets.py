@@ -23,7 +23,7 @@ from typing import Any
 from molmo_nb_utils.dataset.items import item_prompt
 from molmo_nb_utils.evaluation import load_ground_truth
 from molmo_nb_utils.grounding import Point, format_points, on_scale
-from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES, FramePlan, load_image, plan_frames
+from molmo_nb_utils.media import DEFAULT_MEDIA, FramePlan, MediaSettings, load_image
 
 __all__ = [
     "TrainingError",
@@ -50,8 +50,8 @@ class TrainingError(ValueError):
 class TrainingExample:
     """One training pair: the media, the prompt, and the answer Molmo2 should write.
 
-    A video carries ``frames``, the frames it is shown (``media.plan_frames`` for ``fps`` and
-    ``max_frames``): its target is the truth there, and ``encode_example`` shows exactly those.
+    ``media`` says how it is shown (``MediaSettings``); a video carries ``frames``, the frames those
+    settings show (``media.plan``): its target is the truth there, and ``encode_example`` shows exactly those.
     """
 
     key: str  # the item's key in the dataset
@@ -61,8 +61,7 @@ class TrainingExample:
     target: str  # the answer in Molmo2's own words and grammar
     size: tuple[int, int]  # (width, height) of the image or video, which the coordinates are relative to
     frames: FramePlan | None = None  # a video's frames shown
-    fps: float | None = DEFAULT_FPS  # how a video's frames are chosen (as run_dataset's fps, max_frames)
-    max_frames: int = DEFAULT_MAX_FRAMES
+    media: MediaSettings = DEFAULT_MEDIA  # how its media are shown (as run_dataset shows them)
 
 
 def is_counting_prompt(prompt: str) -> bool:
@@ -110,8 +109,7 @@ def training_examples(
     items: Sequence[Any],
     *,
     prompt: str | None = None,
-    fps: float | None = DEFAULT_FPS,
-    max_frames: int = DEFAULT_MAX_FRAMES,
+    media: MediaSettings = DEFAULT_MEDIA,
 ) -> list[TrainingExample]:
     """One example per item with ground truth: its prompt and the answer Molmo2 should give.
 
@@ -119,8 +117,8 @@ def training_examples(
     ``run_dataset`` asks with. A counting prompt ("How many ...") gets the counting answer, any other
     the points. An image needs its true points (or a count of 0). A video needs its ground-truth file
     and a tracking prompt ("Track the coins."): its target is the tracks at the frames ``run_dataset``
-    shows for the same ``fps`` and ``max_frames``. Items without these are left out with a warning that
-    names them; none left raises ``TrainingError``.
+    shows with the same ``media`` (``MediaSettings``), which every example carries. Items without these
+    are left out with a warning that names them; none left raises ``TrainingError``.
     """
     items = list(items)
     if not items:
@@ -134,12 +132,10 @@ def training_examples(
             if getattr(item, "truth", None) is None or not _TRACKING.search(text):
                 left_out.append(item.key)
                 continue
-            shown = plan_frames(item.path, max_frames, fps)  # what run_dataset shows
+            shown = media.plan(item.path)  # what run_dataset shows with these settings
             target = tracks_text(load_ground_truth(item.truth).at_plan(shown), shown.size, item.label)
             examples.append(
-                TrainingExample(
-                    item.key, item.kind, Path(item.path), text, target, shown.size, shown, fps, max_frames
-                )
+                TrainingExample(item.key, item.kind, Path(item.path), text, target, shown.size, shown, media)
             )
             continue
         points = item.points if item.points is not None else () if item.count == 0 else None
@@ -148,7 +144,9 @@ def training_examples(
             continue
         size = load_image(item.path).size
         target = target_text(points, size, item.label, counting=is_counting_prompt(text))
-        examples.append(TrainingExample(item.key, item.kind, Path(item.path), text, target, size))
+        examples.append(
+            TrainingExample(item.key, item.kind, Path(item.path), text, target, size, media=media)
+        )
     if left_out:
         names = ", ".join(left_out[:5]) + (f" and {len(left_out) - 5} more" if len(left_out) > 5 else "")
         message = (

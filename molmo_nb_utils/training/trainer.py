@@ -38,7 +38,7 @@ from peft import PeftModel, get_peft_model
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from molmo_nb_utils.media import DEFAULT_FPS, DEFAULT_MAX_FRAMES
+from molmo_nb_utils.media import DEFAULT_MEDIA, MediaSettings
 from molmo_nb_utils.training.checkpoints import (
     ADAPTER,
     CHECKPOINTS,
@@ -257,9 +257,7 @@ def fine_tune(
     alpha: int | None = None,
     dropout: float = 0.0,
     train_connector: bool = False,
-    max_crops: int | None = None,
-    fps: float | None = DEFAULT_FPS,
-    max_frames: int = DEFAULT_MAX_FRAMES,
+    media: MediaSettings = DEFAULT_MEDIA,
     cache_features: bool = True,
     resume: bool = True,
     qlora: bool | None = None,
@@ -271,8 +269,8 @@ def fine_tune(
     """Fine-tune ``model`` with LoRA on the items' ground truth; return the model with its adapter (a peft
     ``PeftModel``, in eval mode) that ``chat``, ``run_dataset`` and the playground take as they are.
 
-    Each item becomes an example of ``training_examples(items, prompt=prompt, fps=fps, max_frames=max_frames)``:
-    asked as ``run_dataset`` asks it, a video at the frames ``run_dataset`` shows. The training is
+    Each item becomes an example of ``training_examples(items, prompt=prompt, media=media)``: asked as
+    ``run_dataset`` asks it, its media shown as ``run_dataset(..., media=media)`` shows them (``MediaSettings``). The training is
     transformers' ``Trainer``: pass ``TrainingArguments``' own keywords (``per_device_train_batch_size=4``,
     ``max_steps``, ``num_train_epochs``, ``learning_rate``, ``bf16``, ``report_to="tensorboard"``,
     ``activation_checkpointing=True``, ...) or a whole ``args=TrainingArguments(...)``; the defaults
@@ -298,29 +296,25 @@ def fine_tune(
             "an interrupted run by calling fine_tune with the same output_dir"
         )
     settings = FineTuneSettings(rank=rank, alpha=alpha, dropout=dropout, train_connector=train_connector,
-                                max_crops=max_crops, fps=fps, max_frames=max_frames, cache_features=cache_features)  # fmt: skip
+                                media=media, cache_features=cache_features)  # fmt: skip
     four_bit = check_qlora(model, qlora)
-    examples = training_examples(items, prompt=prompt, fps=fps, max_frames=max_frames)
-    held_out = (
-        training_examples(validation_items, prompt=prompt, fps=fps, max_frames=max_frames)
-        if validation_items
-        else []
-    )
-    media = media_digests([*examples, *held_out])
-    check_apart(examples, held_out, media)
+    examples = training_examples(items, prompt=prompt, media=media)
+    held_out = training_examples(validation_items, prompt=prompt, media=media) if validation_items else []
+    digests = media_digests([*examples, *held_out])
+    check_apart(examples, held_out, digests)
     root = Path(output_dir)
     args, keep = training_arguments(model, root / CHECKPOINTS, examples=len(examples), validation=bool(held_out),
                                     progress=progress, args=args, given=dict(training_args))  # fmt: skip
     record = {
         "base": base_identity(model),
         "settings": {
-            **settings.record(), "qlora": four_bit, "examples": items_digest(examples, media),
-            "validation": items_digest(held_out, media), **arguments_record(args),
+            **settings.record(), "qlora": four_bit, "examples": items_digest(examples, digests),
+            "validation": items_digest(held_out, digests), **arguments_record(args),
         },
     }  # fmt: skip
     with locked_run(root) if PartialState().is_main_process else contextlib.nullcontext():
         return _train(model, processor, root, examples=examples, held_out=held_out, settings=settings, args=args,
-                      keep=keep, record=record, media={e.key: media[e.path] for e in [*examples, *held_out]},
+                      keep=keep, record=record, digests={e.key: digests[e.path] for e in [*examples, *held_out]},
                       resume=resume, callbacks=callbacks, progress=progress, four_bit=four_bit)  # fmt: skip
 
 
@@ -335,7 +329,7 @@ def _train(
     args: TrainingArguments,
     keep: int | None,
     record: dict[str, Any],
-    media: dict[str, str],
+    digests: dict[str, str],
     resume: bool,
     callbacks: Sequence[TrainerCallback],
     progress: bool,
@@ -365,7 +359,7 @@ def _train(
         if manifest.get("base"):
             check_base(manifest["base"], identity, root, "Resuming")
         if manifest.get("settings"):
-            check_same_training(manifest, record["settings"], media, root)
+            check_same_training(manifest, record["settings"], digests, root)
         if manifest.get("finished") and is_whole(root / ADAPTER, manifest["run"]):
             tuned = load_adapter(model, root)  # finished earlier: the adapter it trained
             finished = manifest["finished"]
@@ -380,7 +374,7 @@ def _train(
         found = finished_checkpoints(root, manifest)
         checkpoint = found[-1] if found else None
     if state.is_main_process:
-        manifest.update(base=identity, settings=record["settings"], media=media)
+        manifest.update(base=identity, settings=record["settings"], media=digests)
         write_manifest(root, manifest)
 
     if four_bit:  # the 4-bit base is frozen; inputs need gradients for checkpointed layers to pass them on
@@ -393,9 +387,9 @@ def _train(
                                                        dropout=settings.dropout,
                                                        train_connector=settings.train_connector))  # fmt: skip
     peft_model.eval()  # the features are computed as at inference
-    encode = dict(max_crops=settings.max_crops, cache_features=settings.caches_features)
-    train_set = [training_item(peft_model, processor, e, **encode) for e in examples]
-    eval_set = [training_item(peft_model, processor, e, **encode) for e in held_out] or None
+    cache = settings.caches_features
+    train_set = [training_item(peft_model, processor, e, cache_features=cache) for e in examples]
+    eval_set = [training_item(peft_model, processor, e, cache_features=cache) for e in held_out] or None
     trainer = Molmo2Trainer(
         model=peft_model,
         args=args,
