@@ -5,8 +5,8 @@ One model does both jobs: the released SAM 2.1 checkpoints are ``Sam2VideoModel`
 mask decoder run on it; the memory of earlier frames is simply empty). The processor scales each click
 from the pixels of the picture shown to SAM 2's square input, and the masks back to that picture's size.
 
-``tiny`` is a tiny random SAM 2 built offline (``molmo_nb_utils.tiny``): the lessons run offline top to
-bottom, and its masks are noise. What SAM 2 costs in GPU memory is estimated by ``memory.segmenter_memory``.
+``tiny`` is a tiny random SAM 2 built offline (``molmo_nb_utils.tiny``): its masks are noise, and it is kept
+to test SAM 2's plumbing offline; the lessons' offline segmenter is GrabCut (``masks.grabcut``). What SAM 2 costs in GPU memory is estimated by ``memory.segmenter_memory``.
 """
 
 from __future__ import annotations
@@ -34,11 +34,13 @@ SOURCE = ModelSource(
     variable=SEGMENTER_ENV,
     example=DEFAULT_SEGMENTER_ID,
     build_tiny="python -m molmo_nb_utils.tiny FOLDER --segmenter",
-    tiny="a tiny random SAM 2 built offline, whose masks are noise",
+    tiny="a tiny random SAM 2 built offline, whose masks are noise; or set it to grabcut, OpenCV's GrabCut, "
+    "which needs no weights and gives real masks",
 )
 HINT = (
     f"Check {SEGMENTER_ENV}: a SAM 2 Hub id such as {DEFAULT_SEGMENTER_ID}, a folder with SAM 2's config.json, "
-    "or 'tiny' (a tiny random SAM 2 built offline, whose masks are noise); SAM 2 needs transformers>=5.0."
+    "'tiny' (a tiny random SAM 2 built offline, whose masks are noise), or 'grabcut' (OpenCV's GrabCut, no weights); "
+    "SAM 2 needs transformers>=5.0."
 )
 
 
