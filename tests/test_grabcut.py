@@ -78,6 +78,14 @@ def test_a_click_on_the_picture_s_edge_is_a_mask_of_the_picture(monkeypatch):
     assert mask_iou(found[0].masks[1], disc_mask(320, 200, 319, 199, 60)) > 0.8
 
 
+@pytest.mark.parametrize("size", [(1, 1), (2, 2), (5, 3)])
+def test_a_picture_of_a_few_pixels_gives_a_mask_not_an_opencv_error(size):
+    """Too small for any background around the click: the click's own pixels are the mask."""
+    answer = Answer('<points coords="1 1 500 500">dot</points>', images=[Image.new("RGB", size, "gray")])
+    found = segment(GrabCut(), None, answer)[0]
+    assert found.masks.shape == (1, size[1], size[0]) and found.masks.any()
+
+
 def test_grabcut_gives_the_same_masks_on_every_run():
     rgb = table(320, 200, [(100, 100, 30)])
     first, score, _ = grabcut.click_mask(rgb, 100, 100)

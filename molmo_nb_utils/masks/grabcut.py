@@ -14,8 +14,8 @@ shorter side by a factor of 1.45 until two windows in a row give nearly the same
 window smaller than the object cuts it off, and one just larger encloses it, so the first mask that a
 larger window no longer changes is the object's. That IoU is the mask's score (1 = the cut did not
 move). The mask is the connected part that holds the click, its holes filled (a coin's relief is not
-background). Each window is worked at most ``work_px`` pixels wide from the click (larger windows are
-scaled down, the mask scaled back), so a click costs about the same on any picture.
+background). A window's half-side is worked at most ``work_px`` pixels wide (larger windows are scaled
+down, the mask scaled back), so a click costs about the same on any picture.
 
 Why GrabCut and not flood fill: measured on the same 200 clicks on the sample coins
 (``scripts/benchmark_classical.py``: five photos, two clips at 8 fps), GrabCut's masks have a mean IoU of
@@ -25,7 +25,8 @@ fill took about a tenth of GrabCut's time; a click costs GrabCut about 0.1 s on 
 
 A video: GrabCut follows nothing over time, so ``segment`` prompts it on every frame that has a point of
 an id (``Backend.follows`` is False): Molmo2's track is the tracker, and where the track has no point
-(an occlusion) the mask is empty.
+(an occlusion) the mask is empty. Along a track an id's search starts one step below its last frame's
+window (a coin keeps about its size from frame to frame), which halves the windows tried.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class GrabCut:
     ``start`` and ``largest``: the smallest and largest window's half-side, as a share of the picture's
     shorter side; ``growth``: how much each window is larger than the last; ``stable``: the IoU of two
     windows' masks at which the mask is taken; ``core``: the click's certain disc, as a share of the
-    half-side; ``iterations``: GrabCut's own; ``work_px``: the half-side a window is scaled down to.
+    half-side; ``margin``: the certain background around the window, as a share of the half-side;
+    ``iterations``: GrabCut's own; ``work_px``: the half-side a window is scaled down to.
     """
 
     start: float = 0.04
@@ -71,10 +73,10 @@ class GrabCut:
                 "GrabCut needs 0 < start <= largest, growth > 1 and 0 < stable <= 1, "
                 f"got start={self.start}, largest={self.largest}, growth={self.growth}, stable={self.stable}"
             )
-        if self.iterations < 1 or self.work_px < 8 or not 0 < self.core < 1:
+        if self.iterations < 1 or self.work_px < 8 or not 0 < self.core < 1 or self.margin <= 0:
             raise ValueError(
-                f"GrabCut needs iterations >= 1, work_px >= 8 and 0 < core < 1, got iterations={self.iterations}, "
-                f"work_px={self.work_px}, core={self.core}"
+                f"GrabCut needs iterations >= 1, work_px >= 8, 0 < core < 1 and margin > 0, got iterations="
+                f"{self.iterations}, work_px={self.work_px}, core={self.core}, margin={self.margin}"
             )
 
 
@@ -101,10 +103,18 @@ def _window_mask(rgb: np.ndarray, x: float, y: float, half: float, settings: Gra
     seeds[(np.abs(dx) <= r) & (np.abs(dy) <= r)] = cv2.GC_PR_BGD
     seeds[dx**2 + dy**2 <= r**2] = cv2.GC_PR_FGD
     seeds[dx**2 + dy**2 <= max(1.5, settings.core * r) ** 2] = cv2.GC_FGD
-    cv2.setRNGSeed(0)  # GrabCut starts its colour models with k-means: the same mask on every run
-    cv2.grabCut(
-        work, seeds, None, np.zeros((1, 65)), np.zeros((1, 65)), settings.iterations, cv2.GC_INIT_WITH_MASK
-    )
+    background = (seeds == cv2.GC_BGD) | (seeds == cv2.GC_PR_BGD)
+    if background.any():  # a picture of a few pixels may leave GrabCut no background to learn from
+        cv2.setRNGSeed(0)  # GrabCut starts its colour models with k-means: the same mask on every run
+        cv2.grabCut(
+            work,
+            seeds,
+            None,
+            np.zeros((1, 65)),
+            np.zeros((1, 65)),
+            settings.iterations,
+            cv2.GC_INIT_WITH_MASK,
+        )
     found = (seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)
     labels, _ = ndimage.label(found)
     at = labels[min(int(cy), work.shape[0] - 1), min(int(cx), work.shape[1] - 1)]
@@ -135,9 +145,9 @@ def click_mask(
         if last is not None:
             agree = _iou(last, mask)
             if agree >= settings.stable:
-                return mask, agree, half
+                return mask, float(agree), half
             if best is None or agree > best[1]:
-                best = (mask, agree, half)
+                best = (mask, float(agree), half)
         last, half = mask, half * settings.growth
     return best if best is not None else (last, 0.0, half / settings.growth)
 
