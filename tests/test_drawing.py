@@ -561,6 +561,8 @@ def test_mask_pictures_draw_the_clicks_issue_31():
     )
     top = strip.height - 150  # both panels are drawn at full size: 408 px fit the strip
     assert pixel(strip, 50, top + 90) == color_for(3) and pixel(strip, 208 + 150, top + 30) == color_for(7)
+    everywhere = draw_masks_on_images([solid(200, 150)] * 2, [masks, masks], clicks=[Point(9, 30, 30)])
+    assert pixel(everywhere, 30, top + 30) == pixel(everywhere, 208 + 30, top + 30) == color_for(9)
     with pytest.raises(ValueError, match="one title per image"):
         draw_masks_on_images([solid(20, 20)], [masks[:0, :20, :20]], titles=["a", "b"])
     seen = sample_frames(INPUT_DIR / "moving_objects.mp4", fps=1)

@@ -178,8 +178,8 @@ def draw_masks_on_images(
     """Several images side by side, each with its own masks, titled "Image 1: 2 clicks, 2 masks", ...
 
     ``masks_per_image[k]`` belongs to ``images[k]`` (a ``Segmentation`` of several images is such
-    a list); a click goes to the image its ``Point.image`` names (1-based), as in
-    ``draw_points_on_images``. ``titles`` replace "Image 1", "Image 2", ... (e.g. "true masks" and
+    a list); a click goes to the image its ``Point.image`` names (1-based), a click without an image to
+    every image, as in ``draw_points_on_images``. ``titles`` replace "Image 1", "Image 2", ... (e.g. "true masks" and
     "GrabCut" for one picture twice; then the strip has a header only if ``label`` gives one). Laid out
     as ``draw_points_on_images`` lays out points.
     """
@@ -203,11 +203,8 @@ def draw_masks_on_images(
     for k, (picture, total, shown) in enumerate(drawn, start=1):
         scale = height / picture.height
         picture = picture.resize((max(1, round(picture.width * scale)), height), Image.Resampling.BILINEAR)
-        own = (
-            None
-            if points is None
-            else draw_markers(picture, [p for p in points if p.image == k], scale, style)
-        )
+        mine = [p for p in points or () if p.image is None or p.image == k]
+        own = None if points is None else draw_markers(picture, mine, scale, style)
         clicked += len(own or ())
         text = mask_title(names[k - 1], total, shown, None if own is None else len(own))
         panels.append(with_header(picture, text, style.header_px))
