@@ -71,7 +71,8 @@ def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _one_size(size: Any) -> Size:
+def one_size(size: Any) -> Size:
+    """(width, height) of a picture: given as a pair of positive numbers or a PIL image; else a ValueError."""
     if isinstance(getattr(size, "size", None), tuple):  # a PIL image
         size = size.size
     try:
@@ -80,14 +81,14 @@ def _one_size(size: Any) -> Size:
         raise ValueError(f"a size must be (width, height) or a PIL image, got {size!r}") from None
     for value in (width, height):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
-            raise ValueError(f"width and height must be positive numbers of pixels, got {size!r}")
+            raise ValueError(f"a size must be (width, height) in pixels > 0, got {size!r}")
     return width, height
 
 
 def _sizes(sizes: Any) -> tuple[list[Size], bool]:
     """The sizes as a list, and whether a list (several images) was given."""
     if isinstance(getattr(sizes, "size", None), tuple):
-        return [_one_size(sizes)], False
+        return [one_size(sizes)], False
     try:
         items = list(sizes)
     except TypeError:
@@ -95,10 +96,10 @@ def _sizes(sizes: Any) -> tuple[list[Size], bool]:
             f"sizes must be (width, height), a PIL image or a list of them, got {sizes!r}"
         ) from None
     if len(items) == 2 and all(isinstance(v, numbers.Real) for v in items):
-        return [_one_size(items)], False
+        return [one_size(items)], False
     if not items:
         raise ValueError("sizes is empty: give (width, height) or one size per image")
-    return [_one_size(item) for item in items], True
+    return [one_size(item) for item in items], True
 
 
 def _groups(text: str, tags: set[str], note: Callable[[str], None]) -> Iterator[str]:

@@ -35,7 +35,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from molmo_nb_utils.evaluation import DIAGONAL_FRACTION
-from molmo_nb_utils.grounding import Point
+from molmo_nb_utils.grounding import Point, one_size
 
 # The gate of point matching, as a fraction of the frame's diagonal (see the module docstring).
 GATE_FRACTION = 2 * DIAGONAL_FRACTION
@@ -124,7 +124,7 @@ def stitch(
     gate_fraction: float = GATE_FRACTION,
 ) -> Stitched:
     """``stitch_windows`` with its workings: each ``Border`` and each window's id mapping."""
-    width, height = _size(size)
+    width, height = map(float, one_size(size))
     if (
         isinstance(gate_fraction, bool)
         or not isinstance(gate_fraction, numbers.Real)
@@ -161,19 +161,6 @@ def stitch(
 
 # ---------------------------------------------------------------------------------------------
 # Input
-
-
-def _size(size: Any) -> tuple[float, float]:
-    if isinstance(getattr(size, "size", None), tuple):  # a PIL image
-        size = size.size
-    try:
-        width, height = size
-    except (TypeError, ValueError):
-        raise ValueError(f"size must be the video's (width, height) in pixels, got {size!r}") from None
-    for value in (width, height):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
-            raise ValueError(f"size must be the video's (width, height) in pixels > 0, got {size!r}")
-    return float(width), float(height)
 
 
 def _key(time: float) -> float:
