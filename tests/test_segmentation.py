@@ -311,6 +311,11 @@ def test_mask_iou_and_pairing_on_hand_made_masks():
     )
     assert score.pairs == {1: (7, pytest.approx(0.6)), 2: (9, 1.0)}
     assert score.mean_iou == pytest.approx(0.8) and score.extra_masks == 1
+    # an empty mask (an object not yet in the picture) is no mask: not extra, and no object to find
+    empty = np.zeros((10, 10), bool)
+    score = mask_scores(masks((7, square(2, 2)), (3, empty)), masks((1, square(2, 2)), (2, empty)))
+    assert score.pairs == {1: (7, 1.0)} and score.extra_masks == 0 and score.true_objects == 1
+    assert score.mean_iou == 1.0
 
 
 def test_j_and_f_on_hand_made_masks_equals_the_hand_computed_values():

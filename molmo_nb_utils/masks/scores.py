@@ -86,7 +86,9 @@ def _iou_matrix(predicted: PictureMasks, true: PictureMasks) -> np.ndarray:
 
 def mask_scores(predicted: PictureMasks, true: PictureMasks) -> MaskScore:
     """Mask IoU on one picture: predicted and true masks paired one to one for the largest total IoU
-    (ids need not agree); pairs with no overlap at all are not pairs."""
+    (ids need not agree); pairs with no overlap at all are not pairs. An empty mask is no object, on either
+    side (as ``to_coco`` and ``to_detections`` leave it out): it is neither an extra mask nor an object to find."""
+    predicted, true = predicted.present(), true.present()
     ious = _iou_matrix(predicted, true)
     rows, cols = linear_sum_assignment(-ious) if ious.size else ((), ())
     pairs = {
