@@ -416,6 +416,21 @@ def test_a_finished_run_asks_nothing_again_and_other_settings_are_not_mixed_in(t
                     results_path=tmp_path / "windows.jsonl", progress=False, ask=WorkedAnswers())  # fmt: skip
 
 
+def test_a_constrained_run_asks_each_window_so_and_is_not_mixed_with_a_free_one(tmp_path):
+    seen: list[dict] = []
+
+    class Recording(WorkedAnswers):
+        def __call__(self, model, processor, messages, **kwargs):
+            seen.append(kwargs)
+            return super().__call__(model, processor, messages, **kwargs)
+
+    constrained = run(tmp_path, Recording(), constrain="tracks")
+    assert len(seen) == 4 and all(k["constrain"] == "tracks" for k in seen)
+    assert constrained.count == 3
+    with pytest.raises(ValueError, match="other settings"):
+        run(tmp_path, WorkedAnswers())  # the same file, asked without the constraint
+
+
 def test_a_kill_during_a_long_run_and_a_resume_lose_and_duplicate_nothing(tmp_path):
     child = (
         "import sys; from pathlib import Path; "

@@ -139,6 +139,7 @@ def track_video(
     segmenter: tuple[Any, Any] | None = None,
     gate_fraction: float = GATE_FRACTION,
     progress: bool = True,
+    constrain: Any = None,
     ask: Callable[..., Answer] = chat,
 ) -> LongVideoAnswer:
     """Track ``prompt`` ("Track the players.") through the whole of ``video``, window by window.
@@ -150,7 +151,8 @@ def track_video(
     and settings under ``downloaded_data/outputs/long_video/``): run the same call again after an
     interruption and it asks only the windows not answered yet. The windows' tracks are joined by
     ``stitch_windows``; with ``segmenter=(sam, sam_processor)`` SAM 2 masks each window's tracks
-    and mask overlap at the shared frames decides the joins. ``ask`` is called like ``chat``.
+    and mask overlap at the shared frames decides the joins. ``constrain`` is ``chat``'s ("tracks": every
+    window's answer parses), recorded with the settings. ``ask`` is called like ``chat``.
     """
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError(f'prompt must be the question as text, e.g. "Track the cars.", got {prompt!r}')
@@ -173,8 +175,10 @@ def track_video(
     whole = plan_frames(info.path, 10**9, fps)  # every window's frames are a slice of this plan
     media = MediaSettings(fps=fps, max_frames=plan.frames)
     settings = RunSettings.for_model(
-        model, prompt=prompt, max_new_tokens=max_new_tokens, media=media
-    ).record()
+        model, prompt=prompt, max_new_tokens=max_new_tokens, media=media, constrain=constrain
+    )
+    ask_kwargs = settings.constraint()  # the run's constraint, as its results file records it
+    settings = settings.record()
     plan_key = f"{plan.window_seconds:g}/{plan.overlap_seconds:g}"
     path = (
         Path(results_path)
@@ -185,7 +189,7 @@ def track_video(
     identity = file_identity(info.path)
     done = _run_windows(
         model, processor, info.path, prompt, plan.windows, keys, whole, settings, identity, path,
-        max_new_tokens, progress, ask,
+        max_new_tokens, progress, ask, ask_kwargs,
     )  # fmt: skip
     results = tuple(done[key] for key in keys)
     masks = _window_masks(segmenter, info.path, plan.windows, whole, results) if segmenter else None
@@ -197,6 +201,7 @@ def track_video(
 def _run_windows(
     model, processor, video: Path, prompt: str, spans: Sequence[tuple[float, float]], keys: list[str],
     whole: FramePlan, settings: dict, identity: dict, path: Path, max_new_tokens: int, progress: bool, ask,
+    ask_kwargs: dict,
 ) -> dict[str, ItemResult]:  # fmt: skip
     """Ask every window not in the results file yet, appending each answer as it comes."""
     earlier = read_results(path)
@@ -223,7 +228,11 @@ def _run_windows(
                 frames = frames_of(video, window_frames(whole, start, end))
                 began = time.perf_counter()
                 answer = ask(
-                    model, processor, [user_message(frames, text=prompt)], max_new_tokens=max_new_tokens
+                    model,
+                    processor,
+                    [user_message(frames, text=prompt)],
+                    max_new_tokens=max_new_tokens,
+                    **ask_kwargs,
                 )
                 result = _window_result(
                     keys[k], prompt, settings, answer, start, time.perf_counter() - began, identity
