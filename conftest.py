@@ -196,3 +196,13 @@ def coin_tables():
 def interrupt():
     """``interrupt(at)``: a Trainer callback that stops training as Ctrl-C does, after optimizer step ``at``."""
     return Interrupt
+
+
+# Variables an outer make hands down to everything it runs (`make test-latest` runs `make test` with VENV=...,
+# CONSTRAINTS=...; MAKEFLAGS carries them and the directory printing of a sub-make).
+OUTER_MAKE = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "VENV", "READER_VENV", "CONSTRAINTS")
+
+
+def reader_make_env(**extra: str) -> dict[str, str]:
+    """The environment of a reader's own ``make`` in this checkout: none of an outer make's variables."""
+    return {**{k: v for k, v in os.environ.items() if k not in OUTER_MAKE}, **extra}

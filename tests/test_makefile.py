@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import reader_make_env
 from molmo_nb_utils.paths import REPO_ROOT
 
 
@@ -21,7 +22,7 @@ def _dry_run(*prefix: str) -> str:
         capture_output=True,
         text=True,
         check=True,
-        env=_plain_env(),
+        env=reader_make_env(),
     )
     return next(line for line in result.stdout.splitlines() if "jupyter lab" in line)
 
@@ -49,15 +50,9 @@ def _dry(*targets: str, options: tuple[str, ...] = ()) -> str:
         capture_output=True,
         text=True,
         check=True,
-        env=_plain_env(),
+        env=reader_make_env(),
     )
     return done.stdout
-
-
-def _plain_env() -> dict[str, str]:
-    return {
-        k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
-    }
 
 
 def test_every_environment_is_installed_with_the_versions_known_to_pass():

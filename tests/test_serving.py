@@ -24,6 +24,7 @@ import openai
 import pytest
 from PIL import Image
 
+from conftest import reader_make_env
 from molmo_nb_utils import INPUT_DIR, load_image, load_model, sample_frames
 from molmo_nb_utils.asking import Answer, chat, user_message
 from molmo_nb_utils.dataset import load_dataset
@@ -266,7 +267,7 @@ def test_make_serve_prints_the_plain_line_and_serves(tiny_model_path):
     venv = Path(sys.executable).parent.parent
     command = ["make", "-s", "-o", f"{venv}/.installed", "serve", f"VENV={venv}", f"PORT={port}",
                f"MOLMO_MODEL_ID={tiny_model_path}"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env = reader_make_env(PYTHONPATH=str(REPO_ROOT))
     make = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, start_new_session=True)  # fmt: skip
     try:

@@ -40,6 +40,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from molmo_nb_utils.checks import positive_int
 from molmo_nb_utils.masks.backend import Backend, Click
 from molmo_nb_utils.masks.geometry import PictureMasks
 
@@ -73,10 +74,11 @@ class GrabCut:
                 "GrabCut needs 0 < start <= largest, growth > 1 and 0 < stable <= 1, "
                 f"got start={self.start}, largest={self.largest}, growth={self.growth}, stable={self.stable}"
             )
-        if self.iterations < 1 or self.work_px < 8 or not 0 < self.core < 1 or self.margin <= 0:
+        positive_int(self.iterations, "iterations")
+        if self.work_px < 8 or not 0 < self.core < 1 or self.margin <= 0:
             raise ValueError(
-                f"GrabCut needs iterations >= 1, work_px >= 8, 0 < core < 1 and margin > 0, got iterations="
-                f"{self.iterations}, work_px={self.work_px}, core={self.core}, margin={self.margin}"
+                "GrabCut needs work_px >= 8, 0 < core < 1 and margin > 0, got "
+                f"work_px={self.work_px}, core={self.core}, margin={self.margin}"
             )
 
 
