@@ -1,23 +1,25 @@
 # Two commands for readers: `make lab` (set up, open the notebooks) and `make test` (set up, run
 # every test and every notebook on a tiny offline model). The rest are helpers.
+# The reader's environment: requirements.txt and the package, nothing else. `make lab` runs in it, and so does
+# every lesson under `make test`, so a lesson needing a package only the tests install fails as for a reader.
 VENV ?= .venv
-# The reader's requirements alone, nothing from requirements-dev.txt: `make test` runs every lesson in it.
-READER_VENV ?= .venv-reader
+# The tests and tools, layered on VENV (scripts/layer_venv.py): it sees VENV's packages, so torch is on disk once.
+DEV_VENV ?= .venv-dev
 PY := $(VENV)/bin/python
+DEV_PY := $(DEV_VENV)/bin/python
 # Versions known to pass (what CI installed when the suite last passed). `make test-latest` tries the newest
 # releases the requirements allow instead; `make lock` refreshes this file from them once the suite passes.
 CONSTRAINTS ?= constraints.txt
 PIP := -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
-# Lessons run in a kernel of READER_VENV (found through JUPYTER_PATH), so a lesson needing a package only the
-# tests install fails as it would for a reader.
+# Lessons run in the kernel `molmo-reader`, VENV's Python, found through JUPYTER_PATH in DEV_VENV (so `make lab`
+# does not list it beside VENV's own kernel).
 NBVAL := --nbval-lax --nbval-kernel-name molmo-reader --nbval-sanitize-with tests/sanitize.cfg --nbval-cell-timeout 900
 
-.PHONY: setup dev reader lab test test-latest lock tiny serve run-all gpu-check lint readme clean
+.PHONY: setup dev lab test test-latest lock tiny serve run-all gpu-check lint readme clean
 
-# What a reader needs (requirements.txt, the package); `dev` adds the tests and tools.
+# What a reader needs (requirements.txt, the package); `dev` adds the tests and tools beside it.
 setup: $(VENV)/.installed
-dev: $(VENV)/.dev-installed
-reader: $(READER_VENV)/.installed
+dev: $(DEV_VENV)/.installed
 
 $(VENV)/.installed: requirements.txt pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,17 +28,16 @@ $(VENV)/.installed: requirements.txt pyproject.toml $(CONSTRAINTS)
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-$(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
-	$(PY) $(PIP) -r requirements-dev.txt
-	touch $@
-
-$(READER_VENV)/.installed: requirements.txt pyproject.toml $(CONSTRAINTS)
-	test -x $(READER_VENV)/bin/python || python3 -m venv $(READER_VENV)
-	$(READER_VENV)/bin/python -m pip install -q --upgrade pip
-	$(READER_VENV)/bin/python $(PIP) -r requirements.txt
-	$(READER_VENV)/bin/python -m pip install -q --no-deps -e .
-	$(READER_VENV)/bin/python -m ipykernel install --prefix $(READER_VENV) --name molmo-reader \
-		--display-name "Molmo2 (requirements.txt only)" >/dev/null
+# An older layout installed the tools into VENV itself; that VENV is no longer what a reader has.
+$(DEV_VENV)/.installed: $(VENV)/.installed requirements-dev.txt scripts/layer_venv.py
+	@test ! -e $(VENV)/.dev-installed || { echo "$(VENV) holds the test tools (an older layout of this Makefile): \
+	remove it (rm -rf $(VENV) .venv-reader) and run make again."; exit 1; }
+	test -x $(DEV_PY) || python3 -m venv $(DEV_VENV)
+	$(DEV_PY) scripts/layer_venv.py $(VENV)
+	$(DEV_PY) -m pip install -q --upgrade pip
+	$(DEV_PY) $(PIP) -r requirements-dev.txt
+	JUPYTER_PATH=$(abspath $(DEV_VENV))/share/jupyter $(PY) -m ipykernel install --prefix $(DEV_VENV) \
+		--name molmo-reader --display-name "Molmo2 (requirements.txt only)" >/dev/null
 	touch $@
 
 # `make lab MOLMO_MODEL_ID=tiny` (or run-all) uses the tiny offline model.
@@ -55,17 +56,17 @@ lab: setup $(MODEL_DEPS)
 
 # One process per core (pytest-xdist; a notebook's cells stay in one worker), one thread each: the tiny
 # model's tensors are too small for threads to pay, and several threaded workers would fight for the cores.
-test: dev reader
-	OMP_NUM_THREADS=1 JUPYTER_PATH=$(abspath $(READER_VENV))/share/jupyter \
-		$(PY) -m pytest tests notebooks -n auto --dist loadscope $(NBVAL)
+test: dev
+	OMP_NUM_THREADS=1 JUPYTER_PATH=$(abspath $(DEV_VENV))/share/jupyter \
+		$(DEV_PY) -m pytest tests notebooks -n auto --dist loadscope $(NBVAL)
 
 # The same tests on the newest releases the requirements allow, in environments of their own.
 test-latest:
-	$(MAKE) test VENV=.venv-latest READER_VENV=.venv-latest-reader CONSTRAINTS=
+	$(MAKE) test VENV=.venv-latest DEV_VENV=.venv-latest-dev CONSTRAINTS=
 
 # Refresh constraints.txt: written only after the whole suite passed on the newest releases.
 lock: test-latest
-	.venv-latest/bin/python scripts/write_constraints.py .venv-latest .venv-latest-reader --out constraints.txt
+	.venv-latest-dev/bin/python scripts/write_constraints.py .venv-latest .venv-latest-dev --out constraints.txt
 
 # `make serve` prints the plain `transformers serve ...` line for MOLMO_MODEL_ID (tiny too) and runs it, on
 # 127.0.0.1 unless HOST says otherwise. PRECISION: auto (as load_model picks it), float32, bfloat16, float16, 8bit,
@@ -83,15 +84,15 @@ tiny: setup
 	$(PY) -m molmo_nb_utils.tiny downloaded_data/tiny-molmo2
 
 run-all: dev $(MODEL_DEPS)
-	$(PY) scripts/run_all.py
+	$(DEV_PY) scripts/run_all.py
 
 # Measured GPU memory and speed on random weights of the real shapes (CPU fallback without a GPU).
 gpu-check: setup
 	$(PY) scripts/gpu_check.py
 
 lint: dev
-	$(VENV)/bin/ruff check molmo_nb_utils tests scripts notebooks conftest.py
-	$(VENV)/bin/ruff format --check molmo_nb_utils tests scripts notebooks conftest.py
+	$(DEV_VENV)/bin/ruff check molmo_nb_utils tests scripts notebooks conftest.py
+	$(DEV_VENV)/bin/ruff format --check molmo_nb_utils tests scripts notebooks conftest.py
 
 readme: setup
 	$(PY) scripts/make_readme_table.py

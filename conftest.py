@@ -200,7 +200,7 @@ def interrupt():
 
 # Variables an outer make hands down to everything it runs (`make test-latest` runs `make test` with VENV=...,
 # CONSTRAINTS=...; MAKEFLAGS carries them and the directory printing of a sub-make).
-OUTER_MAKE = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "VENV", "READER_VENV", "CONSTRAINTS")
+OUTER_MAKE = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "VENV", "DEV_VENV", "CONSTRAINTS")
 
 
 def reader_make_env(**extra: str) -> dict[str, str]:

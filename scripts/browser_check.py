@@ -12,8 +12,11 @@ its frames must be upright), tracking, and "Clear uploads", saving ``07_<step>.p
 
 Needs Debian's Chromium and Playwright (neither is in requirements: this is a maintainer's check):
 
-    apt install chromium && pip install playwright
-    .venv/bin/python scripts/browser_check.py [notebooks/NN_x.ipynb ...] [--python /path/with/playwright]
+    apt install chromium && .venv-dev/bin/python -m pip install playwright
+    .venv/bin/python scripts/browser_check.py [notebooks/NN_x.ipynb ...] --python .venv-dev/bin/python
+
+JupyterLab is the one beside the Python that runs this script (``.venv``'s: the reader's); ``--python`` is a
+Python with Playwright (by default the same one).
 
 It uses the tiny offline model unless MOLMO_MODEL_ID is set. Screenshots go to
 ``downloaded_data/outputs/browser_check/``; read them (they are the point of the check).
@@ -232,6 +235,8 @@ def missing_tools(python: str) -> list[str]:
     missing = []
     if not Path(CHROMIUM).exists():
         missing.append(f"Chromium ({CHROMIUM}): apt install chromium")
+    if not (Path(sys.executable).parent / "jupyter").is_file():
+        missing.append(f"JupyterLab beside {sys.executable}: run this script with .venv/bin/python")
     found = subprocess.run([python, "-c", "import playwright.sync_api"], capture_output=True)
     if found.returncode:
         missing.append(f"Playwright for {python}: {python} -m pip install playwright")

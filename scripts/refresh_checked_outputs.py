@@ -4,7 +4,7 @@ Notebooks are committed without outputs, except cells marked ``# NBVAL_CHECK_OUT
 output is a deliberate, deterministic check (token counts, parsed worked examples) that
 ``make test`` compares. Run this after editing such a cell:
 
-    .venv/bin/python scripts/refresh_checked_outputs.py [notebooks/03_pointing.ipynb ...]
+    .venv-dev/bin/python scripts/refresh_checked_outputs.py [notebooks/03_pointing.ipynb ...]
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The companion to the article: one command shows that every lesson runs top to bo
 how long each took and how much GPU memory it peaked at. The committed notebooks stay without outputs;
 the executed copies go to ``downloaded_data/outputs/notebooks/``, failing ones included (up to the error).
 
-    .venv/bin/python scripts/run_all.py [--only 03_pointing ...] [--out DIR] [--timeout SECONDS]
+    .venv-dev/bin/python scripts/run_all.py [--only 03_pointing ...] [--out DIR] [--timeout SECONDS]
 """
 
 from __future__ import annotations

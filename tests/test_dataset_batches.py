@@ -134,9 +134,6 @@ def test_merging_shards_is_deterministic_and_safe_to_repeat(tmp_path):
     assert out.read_bytes() == merged
 
 
-@pytest.mark.skipif(
-    shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None, reason="needs torchrun"
-)
 def test_two_processes_merge_to_what_one_process_writes(tiny_model, tiny_model_path, tmp_path):
     items = [i for i in load_dataset(INPUT_DIR / "coin_table.json") if i.kind == "image"][:3]
     listed = tmp_path / "list.json"
@@ -144,7 +141,7 @@ def test_two_processes_merge_to_what_one_process_writes(tiny_model, tiny_model_p
     items = load_dataset(listed)
     two = tmp_path / "two.jsonl"
     command = [
-        os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc_per_node", "2",
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",  # torchrun, from any venv
         "-m", "molmo_nb_utils.dataset.sharded", str(listed), str(two),
         "--prompt", "Point to the coins.", "--max-new-tokens", "6", "--batch-size", "2",
     ]  # fmt: skip

@@ -10,7 +10,6 @@ import contextlib
 import copy
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -265,18 +264,15 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
-@pytest.mark.skipif(
-    shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None, reason="needs torchrun"
-)
 def test_killing_the_launcher_leaves_no_worker_behind(tmp_path):
     _images(tmp_path / "data", 4)
     pids = tmp_path / "pids"
     pids.mkdir()
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    torchrun = [sys.executable, "-m", "torch.distributed.run"]  # the `torchrun` script, from any venv
     launcher = subprocess.Popen(
-        [torchrun, "--nproc_per_node", "2", str(script), str(tmp_path / "data"), str(tmp_path / "out.jsonl"),
+        [*torchrun, "--nproc_per_node", "2", str(script), str(tmp_path / "data"), str(tmp_path / "out.jsonl"),
          str(pids)],
         env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

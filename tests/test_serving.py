@@ -250,6 +250,20 @@ def test_a_taken_port_is_refused(server, tiny_model_path):
         start_server(tiny_model_path, port=server.settings.port, quiet=True)
 
 
+def test_the_server_runs_this_pythons_transformers_with_or_without_its_script(
+    tiny_model_path, tmp_path, monkeypatch
+):
+    """Beside a venv's Python lies the `transformers` script; an environment layered on another one (make's
+    .venv-dev) has none, and the server must still be this Python's transformers, not one found on PATH."""
+    settings = serve_settings(tiny_model_path, port=8123)
+    bare = tmp_path / "bin" / "python"
+    monkeypatch.setattr(sys, "executable", str(bare))
+    assert settings.argv == [str(bare), "-m", "transformers.cli.transformers", *settings.command[1:]]
+    bare.parent.mkdir()
+    (bare.parent / "transformers").write_text("#!/bin/sh\n")
+    assert settings.argv == [str(bare.parent / "transformers"), *settings.command[1:]]
+
+
 def test_save_merged_needs_an_adapter_and_a_new_folder(tuned, tiny_model_path, tmp_path):
     model, processor = load_model(tiny_model_path)
     with pytest.raises(TypeError, match="LoRA adapter"):

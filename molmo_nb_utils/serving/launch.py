@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -87,7 +86,9 @@ class ServeSettings:
         script = Path(sys.executable).with_name("transformers")
         if script.is_file():
             return [str(script), *self.command[1:]]
-        return [shutil.which("transformers") or "transformers", *self.command[1:]]
+        # no script beside this Python (an environment layered on another one): the same entry point, never
+        # another Python's transformers found on PATH
+        return [sys.executable, "-m", "transformers.cli.transformers", *self.command[1:]]
 
     def describe(self) -> str:
         """The command line to print, and what ``video_fix`` adds to it."""
