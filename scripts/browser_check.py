@@ -252,8 +252,8 @@ def main() -> int:
     missing = missing_tools(args.python)
     if missing:
         raise SystemExit(
-            "The browser check needs Chromium and Playwright, which are not in requirements.txt (a maintainer's "
-            "check); no notebook was run. Missing:\n  " + "\n  ".join(missing)
+            "The browser check lacks what it needs (Chromium and Playwright are not in requirements.txt: it is a "
+            "maintainer's check); no notebook was run. Missing:\n  " + "\n  ".join(missing)
         )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
